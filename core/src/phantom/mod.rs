@@ -1,0 +1,3 @@
+//! Synthetic spinal CT phantoms (being written).
+
+pub mod tissue;
