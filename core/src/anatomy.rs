@@ -1,8 +1,12 @@
-//! Spinal anatomy: the 25 vertebra labels, their regions and order, and the lesion classes.
+//! Spinal anatomy: the vertebra labels, their regions and order, and the lesion classes.
 //!
-//! Label values are the model's class indices: 0 is background, 1..=25 are C1..L5 in
-//! cranio-caudal order (the VerSe convention for 1..=24; VerSe's 25 = L6 and 28 = T13 are
-//! transitional variants that [`Vertebra::from_verse_label`] maps explicitly).
+//! C1–C7, T1–T12, L1–L5 are 24 vertebrae, not 25 as the issue text counts. We keep the
+//! model's 25 vertebra classes (26 with background) by giving the commonest transitional
+//! variant its own class, exactly as VerSe does: label values are the model's class indices,
+//! 0 is background, 1..=24 are C1..L5 in cranio-caudal order and 25 is L6 (a sixth lumbar
+//! vertebra, lumbarised S1). VerSe's 28 = T13 has no class of its own (rare, and not a
+//! position in the standard column); [`Vertebra::from_verse_label`] reports it so readers can
+//! exclude those voxels from losses and metrics instead of forcing them into a neighbour.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,31 +21,40 @@ pub enum Region {
     Lumbar,
 }
 
-/// One of the 25 standard vertebrae, cranio-caudal order. `as u8` gives the label value
-/// (C1 = 1 … L5 = 25).
+/// One of the 24 standard vertebrae or the transitional L6, cranio-caudal order. `as u8`
+/// gives the label value (C1 = 1 … L5 = 24, L6 = 25).
 #[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum Vertebra {
     C1 = 1, C2, C3, C4, C5, C6, C7,
     T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12,
-    L1, L2, L3, L4, L5,
+    L1, L2, L3, L4, L5, L6,
 }
 
-/// Number of vertebra labels (excluding background).
+/// Number of vertebra classes (excluding background): 24 standard + L6.
 pub const NUM_VERTEBRAE: usize = 25;
+
+/// Number of standard vertebrae C1–L5.
+pub const NUM_STANDARD_VERTEBRAE: usize = 24;
 
 /// Every vertebra in cranio-caudal order.
 pub const ALL_VERTEBRAE: [Vertebra; NUM_VERTEBRAE] = {
     use Vertebra::*;
     [
         C1, C2, C3, C4, C5, C6, C7, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12, L1, L2, L3,
-        L4, L5,
+        L4, L5, L6,
     ]
 };
 
 impl Vertebra {
     /// The label value 1..=25.
+    ///
+    /// ```
+    /// use vertebra_core::anatomy::Vertebra;
+    /// assert_eq!(Vertebra::L5.label(), 24);
+    /// assert_eq!(Vertebra::L6.label(), 25);
+    /// ```
     pub fn label(self) -> u8 {
         self as u8
     }
@@ -53,16 +66,16 @@ impl Vertebra {
             .then(|| ALL_VERTEBRAE[label as usize - 1])
     }
 
-    /// Name as used in reports and DICOM segment labels ("C1" … "L5").
+    /// Name as used in reports and DICOM segment labels ("C1" … "L5", "L6").
     pub fn name(self) -> &'static str {
         const NAMES: [&str; NUM_VERTEBRAE] = [
             "C1", "C2", "C3", "C4", "C5", "C6", "C7", "T1", "T2", "T3", "T4", "T5", "T6", "T7",
-            "T8", "T9", "T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5",
+            "T8", "T9", "T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5", "L6",
         ];
         NAMES[self as usize - 1]
     }
 
-    /// Parses "C1" … "L5" (case-insensitive).
+    /// Parses "C1" … "L6" (case-insensitive).
     pub fn from_name(name: &str) -> Option<Self> {
         ALL_VERTEBRAE
             .iter()
@@ -79,12 +92,12 @@ impl Vertebra {
         }
     }
 
-    /// Position in the column, 0 (C1) … 24 (L5).
+    /// Position in the column, 0 (C1) … 23 (L5), 24 (L6).
     pub fn ordinal(self) -> usize {
         self as usize - 1
     }
 
-    /// The next vertebra caudally (C1 → C2, T12 → L1), `None` after L5.
+    /// The next vertebra caudally (C1 → C2, T12 → L1, L5 → L6), `None` after L6.
     pub fn next(self) -> Option<Self> {
         Self::from_label(self as u8 + 1)
     }
