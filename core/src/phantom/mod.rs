@@ -1,3 +1,4 @@
 //! Synthetic spinal CT phantoms (being written).
 
+pub mod domain;
 pub mod tissue;
