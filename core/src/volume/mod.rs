@@ -11,6 +11,24 @@
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
+pub mod ops;
+pub mod reorient;
+pub mod resample;
+
+pub use ops::{
+    HU_MAX, HU_MIN, MAX_VOXELS, crop, crop_or_pad_centered, denormalize_hu, denormalize_hu_slice,
+    denormalize_hu_volume, extract_region, normalize_hu, normalize_hu_slice, normalize_hu_volume,
+    pad,
+};
+pub use reorient::{
+    AXIS_ALIGNED_TOLERANCE, ObliquePolicy, orientation_code, reorient_image_to_lps,
+    reorient_labels_to_lps, reorient_to_lps,
+};
+pub use resample::{
+    DEFAULT_SPACING_MM, Grid, resample_image_to_spacing, resample_labels_to_spacing,
+    resample_linear, resample_nearest,
+};
+
 /// Placement of a voxel grid in patient space (LPS, millimetres).
 ///
 /// `world = origin + Σ_i direction[i] * spacing[i] * voxel[i]`, where `direction[i]` is the
@@ -40,6 +58,9 @@ impl Geometry {
 
     /// Checks that spacing is finite and positive, the origin finite, and the direction
     /// matrix orthonormal (to 1e-4, what scanners write).
+    ///
+    /// # Errors
+    /// [`Error::Geometry`] naming the first violated condition.
     pub fn validate(&self) -> Result<()> {
         for (i, s) in self.spacing.iter().enumerate() {
             if !s.is_finite() || *s <= 0.0 {
@@ -126,6 +147,9 @@ pub struct Volume<T> {
 impl<T> Volume<T> {
     /// Wraps `data` (x fastest) as a volume. Fails if `data.len()` is not the product of
     /// `dims`, a dimension is zero, or the geometry is invalid.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for sizes, [`Error::Geometry`] for the geometry.
     pub fn from_vec(dims: [usize; 3], data: Vec<T>, geometry: Geometry) -> Result<Self> {
         let n = dims
             .iter()
@@ -171,6 +195,9 @@ impl<T> Volume<T> {
     }
 
     /// Replaces the geometry (validated).
+    ///
+    /// # Errors
+    /// [`Error::Geometry`] when `geometry` is invalid; `self` is then unchanged.
     pub fn set_geometry(&mut self, geometry: Geometry) -> Result<()> {
         geometry.validate()?;
         self.geometry = geometry;
@@ -225,6 +252,9 @@ impl<T> Volume<T> {
 
 impl<T: Clone> Volume<T> {
     /// A volume filled with `value`.
+    ///
+    /// # Errors
+    /// As [`Volume::from_vec`].
     pub fn filled(dims: [usize; 3], value: T, geometry: Geometry) -> Result<Self> {
         let n = dims.iter().product();
         Self::from_vec(dims, vec![value; n], geometry)
