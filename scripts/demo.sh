@@ -15,6 +15,6 @@ bin=${CARGO_TARGET_DIR:-target}/bench-fast/vertebra-phantom
 rm -rf "$out"
 echo "[demo] generating the phantom study into $out"
 "$bin" study --seed "$seed" --from T11 --to L5 --domain ct-standard --in-plane 512 \
-  --lesions random --format both --out "$out"
+  --lesions 3 --format both --out "$out"
 echo
 echo "[demo] done. Not for diagnostic use: synthetic data for testing the appliance."
