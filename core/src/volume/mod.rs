@@ -104,7 +104,11 @@ impl Geometry {
     /// Continuous voxel coordinate of a world (LPS, mm) position. Exact inverse of
     /// [`Geometry::voxel_to_world`] for orthonormal directions.
     pub fn world_to_voxel(&self, w: [f64; 3]) -> [f64; 3] {
-        let d = [w[0] - self.origin[0], w[1] - self.origin[1], w[2] - self.origin[2]];
+        let d = [
+            w[0] - self.origin[0],
+            w[1] - self.origin[1],
+            w[2] - self.origin[2],
+        ];
         let mut v = [0.0; 3];
         for i in 0..3 {
             v[i] = dot(self.direction[i], d) / self.spacing[i];
@@ -328,8 +332,22 @@ mod tests {
         g.spacing = [1.0; 3];
         g.direction[0] = [2.0, 0.0, 0.0];
         assert!(g.validate().is_err());
-        assert!(Volume::from_vec([2, 2, 2], vec![0u8; 7], Geometry::axis_aligned([1.0; 3], [0.0; 3])).is_err());
-        assert!(Volume::<u8>::from_vec([0, 2, 2], vec![], Geometry::axis_aligned([1.0; 3], [0.0; 3])).is_err());
+        assert!(
+            Volume::from_vec(
+                [2, 2, 2],
+                vec![0u8; 7],
+                Geometry::axis_aligned([1.0; 3], [0.0; 3])
+            )
+            .is_err()
+        );
+        assert!(
+            Volume::<u8>::from_vec(
+                [0, 2, 2],
+                vec![],
+                Geometry::axis_aligned([1.0; 3], [0.0; 3])
+            )
+            .is_err()
+        );
     }
 
     #[test]
