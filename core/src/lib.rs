@@ -21,6 +21,7 @@
 
 pub mod anatomy;
 pub mod components;
+pub mod contract;
 pub mod error;
 pub mod metrics;
 pub mod nifti;

