@@ -13,7 +13,9 @@
 //! - [`metrics`] and [`stats`]: Dice, identification accuracy, lesion matching, AP, FROC,
 //!   BCa bootstrap confidence intervals, Wilcoxon signed-rank with Holm–Bonferroni;
 //! - [`phantom`]: deterministic synthetic spinal CT studies with ground truth, scanner domains
-//!   and lesions — the training, test and demo data until a site plugs in real datasets.
+//!   and lesions — the training, test and demo data until a site plugs in real datasets;
+//! - [`postprocess`]: model outputs → vertebra instances, anatomical-order identification,
+//!   lesion peaks, measurements and Genant grades (shared by trainer and appliance).
 //!
 //! What this crate is *not* for: it has no network code, no database, no deep-learning
 //! framework and no ONNX Runtime. The DICOM dependency (feature `dicom`, on by default) is used
@@ -26,6 +28,7 @@ pub mod error;
 pub mod metrics;
 pub mod nifti;
 pub mod phantom;
+pub mod postprocess;
 pub mod stats;
 pub mod volume;
 
