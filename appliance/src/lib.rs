@@ -4,8 +4,13 @@
 //! This library holds its parts; `main.rs` only wires them to the command line. So far:
 //!
 //! - [`store`]: the database (PostgreSQL or embedded SQLite) holding the index of received
-//!   images, the job queue, results, the delivery outbox, users and the audit log.
+//!   images, the job queue, results, the delivery outbox, users and the audit log;
+//! - [`dicom`]: the DICOM node — Storage SCP (C-ECHO, C-STORE) with a durable streaming spool,
+//!   peer allow-list and limits, DICOM TLS, series completion into the job queue;
+//! - [`config`]: the daemon's typed configuration (`config` crate, `VERTEBRA_…` overrides).
 //!
 //! It is not a place for domain logic shared with the trainer (that is `vertebra-core`).
 
+pub mod config;
+pub mod dicom;
 pub mod store;

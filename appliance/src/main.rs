@@ -34,6 +34,15 @@ enum Command {
         #[arg(long, env = "VERTEBRA_DATABASE_URL")]
         database: Option<String>,
     },
+    /// Runs the daemon: the DICOM node (Storage SCP) until SIGINT/SIGTERM.
+    Serve {
+        /// Configuration file (TOML); keys are documented in docs/dicom.md.
+        #[arg(long, env = "VERTEBRA_CONFIG")]
+        config: Option<PathBuf>,
+        /// Database URL, as for `migrate`.
+        #[arg(long, env = "VERTEBRA_DATABASE_URL")]
+        database: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,6 +65,10 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
+        Command::Serve { config, database } => {
+            let cfg = vertebrad::config::Config::load(config.as_deref())?;
+            vertebrad::dicom::daemon::run(cfg, &cli.state_dir, database).await
+        }
         Command::Migrate { database } => {
             let url = if let Some(url) = database {
                 url

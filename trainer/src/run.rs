@@ -548,8 +548,8 @@ pub fn run(run_dir: &Path, recipe: Option<&RunConfig>, options: &RunOptions) -> 
     let last_dir = run_dir.join("checkpoints").join("last");
     let best_dir = run_dir.join("checkpoints").join("best");
     let metrics_path = run_dir.join("metrics.jsonl");
-    let device = crate::tta::training_device(options.backend.as_deref().unwrap_or("flex"))?
-        .autodiff();
+    let device =
+        crate::tta::training_device(options.backend.as_deref().unwrap_or("flex"))?.autodiff();
     let say = |m: String| {
         if !options.quiet {
             eprintln!("{m}");

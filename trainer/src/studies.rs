@@ -877,20 +877,21 @@ pub struct Efficiency {
     pub peak_rss_bytes: Option<u64>,
 }
 
-/// The efficiency study for one network configuration: parameters, FLOPs, forward latency
-/// and windows/s (median of `repeats`), whole-case latency including post-processing on one
-/// phantom (`case`), and peak memory. Writes `<out>/efficiency.md` and `.json`.
-///
-/// # Errors
-/// Model and inference errors.
-pub fn efficiency_study(
+/// Resets the process's peak-RSS counter (`VmHWM`) so that the next reading is the peak of
+/// what follows (Linux `clear_refs` 5); a no-op where unsupported.
+fn reset_peak_rss() {
+    let _ = fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Measures one network configuration (see [`efficiency_study`]).
+fn measure_efficiency(
     name: &str,
     config: &VertebraFormerConfig,
     case: &Case,
     repeats: usize,
-    out: &Path,
     options: &StudyOptions,
 ) -> Result<Efficiency> {
+    reset_peak_rss();
     let device = Device::flex();
     let model = config.init(&device)?;
     let cost = config.cost();
@@ -921,7 +922,7 @@ pub fn efficiency_study(
         &options.infer.postprocess,
     )?;
     let post = t.elapsed().as_secs_f64();
-    let e = Efficiency {
+    Ok(Efficiency {
         preset: name.to_owned(),
         params: cost.params as usize,
         gflops: cost.flops as f64 / 1e9,
@@ -930,38 +931,74 @@ pub fn efficiency_study(
         case_latency_s: case_latency,
         postprocess_s: post,
         peak_rss_bytes: vertebra_model::bench::peak_rss_bytes(),
-    };
+    })
+}
+
+/// The efficiency study: for each `(name, configuration)` (randomly initialised; speed does
+/// not depend on the weights), parameters, analytic FLOPs, median forward latency of one
+/// window over `repeats` runs and windows/s, whole-case latency including post-processing on
+/// `case` (sliding windows on the preset's grid), the post-processing share, and the peak
+/// resident memory of that preset's measurement. The first preset is the baseline of the
+/// latency ratios (machines are shared: compare within one run). Writes `<out>/efficiency.md`
+/// and `.json`.
+///
+/// # Errors
+/// No preset; model and inference errors.
+pub fn efficiency_study(
+    presets: &[(String, VertebraFormerConfig)],
+    case: &Case,
+    repeats: usize,
+    out: &Path,
+    options: &StudyOptions,
+) -> Result<Vec<Efficiency>> {
+    if presets.is_empty() {
+        return Err(Error::InvalidArgument(
+            "efficiency needs at least one preset".into(),
+        ));
+    }
+    let mut rows = Vec::new();
+    for (name, config) in presets {
+        options.say(&format!("efficiency: {name}"));
+        rows.push(measure_efficiency(name, config, case, repeats, options)?);
+    }
     let mut md = header(
         "Efficiency",
         &format!(
-            "Burn flex backend on this machine; one window of {:?} voxels; whole case: `{}` \
-             ({} voxels prepared), sliding windows overlap {} + post-processing. Latencies are \
-             machine- and load-dependent: compare presets within one run only.",
-            config.window,
+            "Burn flex backend, this machine; one window per forward; whole case `{}` through \
+             sliding windows (overlap {}) + post-processing; median of {} forward runs. The \
+             ratio columns compare with the first row measured in the same run.",
             case.id,
-            prepared.image.data().len(),
-            options.infer.overlap
+            options.infer.overlap,
+            repeats.max(1)
         ),
     );
-    let _ = writeln!(
-        md,
-        "| preset | params | GFLOPs/window | forward/window (s) | windows/s | case latency incl. post-processing (s) | post-processing (s) | peak RSS (MiB) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {:.1} | {:.3} | {:.2} | {:.1} | {:.2} | {} |",
-        e.preset,
-        e.params,
-        e.gflops,
-        e.window_forward_s,
-        e.windows_per_s,
-        e.case_latency_s,
-        e.postprocess_s,
-        e.peak_rss_bytes
-            .map_or("—".into(), |b| format!("{:.0}", b as f64 / 1_048_576.0))
+    md.push_str(
+        "| preset | params | GFLOPs/window | forward/window (s) | × first | windows/s | case incl. post-processing (s) | × first | post-processing (s) | peak RSS (MiB) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
+    let (f0, c0) = (rows[0].window_forward_s, rows[0].case_latency_s);
+    for e in &rows {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.1} | {:.3} | {:.2} | {:.2} | {:.1} | {:.2} | {:.2} | {} |",
+            e.preset,
+            e.params,
+            e.gflops,
+            e.window_forward_s,
+            e.window_forward_s / f0,
+            e.windows_per_s,
+            e.case_latency_s,
+            e.case_latency_s / c0,
+            e.postprocess_s,
+            e.peak_rss_bytes
+                .map_or("—".into(), |b| format!("{:.0}", b as f64 / 1_048_576.0))
+        );
+    }
     write(&out.join("efficiency.md"), &md)?;
     write(
         &out.join("efficiency.json"),
-        &serde_json::to_string_pretty(&e).map_err(|e| Error::Config(e.to_string()))?,
+        &serde_json::to_string_pretty(&rows).map_err(|e| Error::Config(e.to_string()))?,
     )?;
-    Ok(e)
+    Ok(rows)
 }
 
 /// Loss and validation curves of a run as PNGs (`<run>/plots/{loss,validation}.png`) from its

@@ -178,3 +178,32 @@ fn training_studies_train_every_row() {
     let cfg = base.model_config().unwrap();
     assert!(!cfg.identification_head && !cfg.lesion_head && !cfg.dynamic_modulation);
 }
+
+#[test]
+fn efficiency_reports_cost_and_ratios() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = recipe();
+    let case = studies::phantom_case(&r.data.test, 0).unwrap();
+    let tiny = r.model_config().unwrap();
+    let mut no_lesion = tiny.clone();
+    no_lesion.lesion_head = false;
+    let rows = studies::efficiency_study(
+        &[
+            ("tiny".into(), tiny.clone()),
+            ("tiny-no-lesion".into(), no_lesion.clone()),
+        ],
+        &case,
+        2,
+        tmp.path(),
+        &options(),
+    )
+    .unwrap();
+    assert_eq!(rows.len(), 2);
+    // Parameters and FLOPs are the analytic cost of each configuration.
+    assert_eq!(rows[0].params as u64, tiny.cost().params);
+    assert_eq!(rows[1].params as u64, no_lesion.cost().params);
+    assert!(rows[1].params < rows[0].params);
+    assert!(rows[0].window_forward_s > 0.0 && rows[0].case_latency_s >= rows[0].postprocess_s);
+    let md = std::fs::read_to_string(tmp.path().join("efficiency.md")).unwrap();
+    assert!(md.contains("| tiny | ") && md.contains("| 1.00 |"), "{md}");
+}

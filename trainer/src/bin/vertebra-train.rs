@@ -139,9 +139,9 @@ enum Study {
     },
     /// Parameters, FLOPs, latency per window and per case (incl. post-processing), memory.
     Efficiency {
-        /// Preset: paper, cpu or tiny.
-        #[arg(long, default_value = "cpu")]
-        preset: String,
+        /// Presets (paper, cpu, tiny), repeatable; the first is the ratio baseline.
+        #[arg(long, default_values_t = vec!["cpu".to_owned(), "tiny".to_owned()])]
+        preset: Vec<String>,
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
@@ -272,19 +272,21 @@ fn run_study(study: Study) -> vertebra_trainer::Result<()> {
             out,
             repeats,
         } => {
-            let config = vertebra_model::Preset::from_name(&preset)?.config();
-            // The whole-case latency uses test case 0 of the preset's own recipe.
-            let recipe = load_recipe(&preset)?;
+            // The whole-case latency uses test case 0 of the first preset's recipe.
+            let recipe = load_recipe(&preset[0])?;
             let case = studies::phantom_case(&recipe.data.test, 0)?;
-            let e = studies::efficiency_study(
-                &preset,
-                &config,
+            let presets = preset
+                .iter()
+                .map(|p| Ok((p.clone(), vertebra_model::Preset::from_name(p)?.config())))
+                .collect::<vertebra_trainer::Result<Vec<_>>>()?;
+            let rows = studies::efficiency_study(
+                &presets,
                 &case,
                 repeats,
                 &out,
                 &StudyOptions::default(),
             )?;
-            serde_json::to_string_pretty(&e)
+            serde_json::to_string_pretty(&rows)
                 .map_err(|e| vertebra_trainer::Error::Config(e.to_string()))?
         }
     };

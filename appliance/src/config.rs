@@ -1,0 +1,449 @@
+//! The daemon's configuration: one typed struct read from a TOML file with the `config` crate,
+//! every key overridable by a `VERTEBRA_…` environment variable.
+//!
+//! Sections are added by the parts that need them; today only [`DicomConfig`] (the `[dicom]`
+//! table) exists. Every default is the safe choice for a hospital network: an SCP that
+//! answers only to peers it was told about, with bounded resources.
+//!
+//! Environment overrides use `__` as the path separator below the `VERTEBRA_` prefix, e.g.
+//! `VERTEBRA_DICOM__PORT=11112` or `VERTEBRA_DICOM__AE_TITLE=SPINE`. Lists (peers) come from
+//! the file only.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything `vertebrad` reads from its configuration file.
+///
+/// Unknown top-level keys are ignored (other `VERTEBRA_…` variables such as
+/// `VERTEBRA_STATE_DIR` belong to the command line); unknown keys inside a section are errors.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Config {
+    /// The DICOM node (SCP): `[dicom]`.
+    pub dicom: DicomConfig,
+}
+
+impl Config {
+    /// Reads `path` (TOML; a missing file is an error) layered under `VERTEBRA_…`
+    /// environment variables, and checks the result.
+    ///
+    /// # Errors
+    /// A message naming the file, key or value that is wrong.
+    pub fn load(path: Option<&Path>) -> Result<Self, String> {
+        Self::load_with_env(path, None)
+    }
+
+    /// As [`Config::load`], reading overrides from `env` instead of the process environment
+    /// when given (tests).
+    ///
+    /// # Errors
+    /// A message naming the file, key or value that is wrong.
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: Option<std::collections::HashMap<String, String>>,
+    ) -> Result<Self, String> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = path {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        let builder = builder.add_source(
+            config::Environment::with_prefix("VERTEBRA")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(env),
+        );
+        let raw = builder
+            .build()
+            .map_err(|e| format!("reading the configuration: {e}"))?;
+        let cfg: Config = raw
+            .try_deserialize()
+            .map_err(|e| format!("invalid configuration: {e}"))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses a configuration from TOML text (tests, embedded defaults) and checks it.
+    ///
+    /// # Errors
+    /// A message naming the key or value that is wrong.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let raw = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .map_err(|e| format!("reading the configuration: {e}"))?;
+        let cfg: Config = raw
+            .try_deserialize()
+            .map_err(|e| format!("invalid configuration: {e}"))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that parse but make no sense.
+    ///
+    /// # Errors
+    /// A message naming the offending key.
+    pub fn validate(&self) -> Result<(), String> {
+        self.dicom.validate()
+    }
+}
+
+/// The DICOM node: listening address, identity, who may connect, and resource limits.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DicomConfig {
+    /// Address to listen on. Default `0.0.0.0` (all interfaces; the peer allow-list decides).
+    pub bind: IpAddr,
+    /// TCP port of the SCP. Default 11112 (the registered DICOM port that needs no root).
+    pub port: u16,
+    /// Our AE title; an association whose called AE title differs is rejected (unless
+    /// `check_called_ae_title` is false). 1–16 characters. Default `VERTEBRA`.
+    pub ae_title: String,
+    /// Reject associations whose called AE title is not `ae_title`. Default true.
+    pub check_called_ae_title: bool,
+    /// Peers allowed to associate. An association whose calling AE title and source address
+    /// match no entry is rejected. Default: none (nobody may send until configured).
+    pub peers: Vec<PeerConfig>,
+    /// Accept any calling AE title from any address (demo and lab use only). Default false.
+    pub allow_any_peer: bool,
+    /// Storage SOP classes other than CT, Enhanced CT and MR Image Storage (localizers, dose
+    /// reports, secondary captures…): accepted and stored without processing when true (the
+    /// default: a modality pushing a whole study must not see failures), refused in
+    /// association negotiation (abstract syntax not supported) when false.
+    pub accept_other_storage: bool,
+    /// Resource limits.
+    pub limits: DicomLimits,
+    /// Series completion: when a series counts as complete and becomes a job.
+    pub completion: CompletionConfig,
+    /// Spool directory; default `<state dir>/spool`.
+    pub spool_dir: Option<std::path::PathBuf>,
+    /// DICOM TLS on a second port (`[dicom.tls]`); absent: no TLS listener.
+    pub tls: Option<TlsConfig>,
+}
+
+/// DICOM TLS (PS3.15 BCP 195 profile): TLS 1.2 or 1.3 only, on its own port. The plain port
+/// keeps running; close it with a firewall where only TLS may be used.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// TCP port of the TLS listener (2762 is the registered DICOM-TLS port).
+    pub port: u16,
+    /// Server certificate chain, PEM (leaf first). E.g. a systemd credential path.
+    pub certificate: std::path::PathBuf,
+    /// The certificate's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: std::path::PathBuf,
+    /// CA certificates (PEM) that client certificates must chain to. When set, every TLS
+    /// peer must present a valid client certificate; absent: no client authentication.
+    #[serde(default)]
+    pub client_ca: Option<std::path::PathBuf>,
+}
+
+impl Default for DicomConfig {
+    fn default() -> Self {
+        Self {
+            bind: IpAddr::from([0, 0, 0, 0]),
+            port: 11112,
+            ae_title: "VERTEBRA".into(),
+            check_called_ae_title: true,
+            peers: Vec::new(),
+            allow_any_peer: false,
+            accept_other_storage: true,
+            limits: DicomLimits::default(),
+            completion: CompletionConfig::default(),
+            spool_dir: None,
+            tls: None,
+        }
+    }
+}
+
+impl DicomConfig {
+    fn validate(&self) -> Result<(), String> {
+        check_ae_title("dicom.ae_title", &self.ae_title)?;
+        for (i, peer) in self.peers.iter().enumerate() {
+            check_ae_title(&format!("dicom.peers[{i}].ae_title"), &peer.ae_title)?;
+            for a in &peer.addresses {
+                a.parse::<Cidr>()
+                    .map_err(|e| format!("dicom.peers[{i}].addresses: {e}"))?;
+            }
+        }
+        let l = &self.limits;
+        if l.max_associations == 0 {
+            return Err("dicom.limits.max_associations must be at least 1".into());
+        }
+        if !(MIN_PDU..=MAX_PDU).contains(&l.max_pdu_bytes) {
+            return Err(format!(
+                "dicom.limits.max_pdu_bytes must lie in {MIN_PDU}..={MAX_PDU}, not {}",
+                l.max_pdu_bytes
+            ));
+        }
+        if l.idle_timeout_s == 0 {
+            return Err("dicom.limits.idle_timeout_s must be at least 1".into());
+        }
+        if !(0.0..=100.0).contains(&l.spool_high_water_percent) {
+            return Err("dicom.limits.spool_high_water_percent must lie in 0..=100".into());
+        }
+        Ok(())
+    }
+
+    /// The peer entry that admits `calling_ae` from `addr`, if any.
+    pub fn peer(&self, calling_ae: &str, addr: IpAddr) -> Option<&PeerConfig> {
+        self.peers.iter().find(|p| {
+            p.ae_title == calling_ae
+                && (p.addresses.is_empty()
+                    || p.addresses
+                        .iter()
+                        .filter_map(|c| c.parse::<Cidr>().ok())
+                        .any(|c| c.contains(addr)))
+        })
+    }
+
+    /// How long a series from `calling_ae` must stay without new instances to be complete.
+    pub fn stable_after(&self, calling_ae: &str) -> Duration {
+        let s = self
+            .peers
+            .iter()
+            .find(|p| p.ae_title == calling_ae)
+            .and_then(|p| p.stable_after_s)
+            .unwrap_or(self.completion.stable_after_s);
+        Duration::from_secs_f64(s.max(0.0))
+    }
+}
+
+/// Smallest maximum PDU length we negotiate (the standard's floor is lower; this one keeps
+/// per-PDU overhead sane).
+pub const MIN_PDU: u32 = 4_096;
+/// Largest maximum PDU length we accept to configure: memory per association is about this.
+pub const MAX_PDU: u32 = 4 * 1024 * 1024;
+
+fn check_ae_title(key: &str, ae: &str) -> Result<(), String> {
+    let ok = !ae.trim().is_empty()
+        && ae.len() <= 16
+        && ae.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key} must be 1-16 printable ASCII characters without backslash"
+        ))
+    }
+}
+
+/// One peer allowed to send to us.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Its calling AE title (exact match).
+    pub ae_title: String,
+    /// Source addresses it may connect from: single addresses (`10.1.2.3`) or CIDR blocks
+    /// (`10.1.0.0/16`, `fd00::/8`). Empty: any address.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Seconds without new instances after which a series from this peer is complete;
+    /// default: `dicom.completion.stable_after_s`.
+    #[serde(default)]
+    pub stable_after_s: Option<f64>,
+}
+
+/// Resource limits of the SCP. Each protects the box from one kind of overload.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DicomLimits {
+    /// Associations served at once; one more is rejected (A-ASSOCIATE-RJ, transient, local
+    /// limit exceeded). Default 16.
+    pub max_associations: usize,
+    /// Largest PDU we accept (and announce as our maximum length). Default 262,144 bytes.
+    pub max_pdu_bytes: u32,
+    /// Seconds a peer may stay silent (no complete PDU) before the association is aborted;
+    /// also bounds the wait for the A-ASSOCIATE-RQ (ARTIM). Default 30.
+    pub idle_timeout_s: u64,
+    /// Largest object accepted by C-STORE, in bytes; larger ones are answered 0xA700 (Out of
+    /// Resources). Default 4 GiB.
+    pub max_object_bytes: u64,
+    /// Used share of the spool's file system (percent) above which C-STORE is answered
+    /// 0xA700 (Out of Resources) instead of storing. Default 90.
+    pub spool_high_water_percent: f64,
+}
+
+impl Default for DicomLimits {
+    fn default() -> Self {
+        Self {
+            max_associations: 16,
+            max_pdu_bytes: 262_144,
+            idle_timeout_s: 30,
+            max_object_bytes: 4 * 1024 * 1024 * 1024,
+            spool_high_water_percent: 90.0,
+        }
+    }
+}
+
+/// When a series counts as complete.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompletionConfig {
+    /// Seconds without a new instance after which a series is complete and queued as a job.
+    /// Default 30.
+    pub stable_after_s: f64,
+    /// Attempts a queued analysis job gets before it is dead. Default 3.
+    pub job_max_attempts: u32,
+}
+
+impl Default for CompletionConfig {
+    fn default() -> Self {
+        Self {
+            stable_after_s: 30.0,
+            job_max_attempts: 3,
+        }
+    }
+}
+
+/// An IPv4 or IPv6 address block (`addr/prefix`, or one address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` lies in this block (an IPv4-mapped IPv6 peer matches IPv4 blocks).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 @ IpAddr::V4(_) => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
+    let full = usize::from(prefix / 8);
+    if a[..full] != b[..full] {
+        return false;
+    }
+    let rest = prefix % 8;
+    if rest == 0 {
+        return true;
+    }
+    let mask = 0xff_u8 << (8 - rest);
+    (a[full] & mask) == (b[full] & mask)
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not an IP address or CIDR block"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{s}`: prefix must be 0..={max}"))?,
+        };
+        Ok(Self { addr, prefix })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_blocks_match_by_prefix() {
+        let net: Cidr = "10.1.0.0/16".parse().unwrap();
+        assert!(net.contains("10.1.200.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        assert!(net.contains("::ffff:10.1.0.9".parse().unwrap()));
+        let odd: Cidr = "192.168.1.128/25".parse().unwrap();
+        assert!(odd.contains("192.168.1.200".parse().unwrap()));
+        assert!(!odd.contains("192.168.1.127".parse().unwrap()));
+        let one: Cidr = "127.0.0.1".parse().unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        let v6: Cidr = "fd00::/8".parse().unwrap();
+        assert!(v6.contains("fd12::1".parse().unwrap()));
+        assert!(!v6.contains("10.0.0.1".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("host.example".parse::<Cidr>().is_err());
+    }
+
+    #[test]
+    fn defaults_are_closed_and_bounded() {
+        let cfg = Config::from_toml("").unwrap();
+        assert!(cfg.dicom.peers.is_empty());
+        assert!(!cfg.dicom.allow_any_peer);
+        assert_eq!(cfg.dicom.port, 11112);
+        assert_eq!(cfg.dicom.limits.max_associations, 16);
+    }
+
+    #[test]
+    fn peers_and_per_peer_completion_parse() {
+        let cfg = Config::from_toml(
+            r#"
+            [dicom]
+            ae_title = "SPINE"
+            [[dicom.peers]]
+            ae_title = "CT1"
+            addresses = ["10.0.0.0/8"]
+            stable_after_s = 5
+            "#,
+        )
+        .unwrap();
+        let ip = "10.9.9.9".parse().unwrap();
+        assert!(cfg.dicom.peer("CT1", ip).is_some());
+        assert!(cfg.dicom.peer("CT2", ip).is_none());
+        assert!(cfg.dicom.peer("CT1", "11.0.0.1".parse().unwrap()).is_none());
+        assert_eq!(cfg.dicom.stable_after("CT1"), Duration::from_secs(5));
+        assert_eq!(cfg.dicom.stable_after("CT2"), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn environment_variables_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("v.toml");
+        std::fs::write(&file, "[dicom]\nport = 104\nae_title = \"FILE\"\n").unwrap();
+        let env: std::collections::HashMap<String, String> = [
+            ("VERTEBRA_DICOM__PORT", "4242"),
+            ("VERTEBRA_DICOM__LIMITS__MAX_ASSOCIATIONS", "3"),
+            ("VERTEBRA_STATE_DIR", "/somewhere"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let cfg = Config::load_with_env(Some(&file), Some(env)).unwrap();
+        assert_eq!(cfg.dicom.port, 4242);
+        assert_eq!(cfg.dicom.ae_title, "FILE");
+        assert_eq!(cfg.dicom.limits.max_associations, 3);
+        assert!(Config::load_with_env(Some(&dir.path().join("missing.toml")), None).is_err());
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_key() {
+        let e = Config::from_toml("[dicom]\nae_title = \"THIS-TITLE-IS-TOO-LONG\"").unwrap_err();
+        assert!(e.contains("dicom.ae_title"), "{e}");
+        let e = Config::from_toml("[dicom.limits]\nmax_associations = 0").unwrap_err();
+        assert!(e.contains("max_associations"), "{e}");
+        let e = Config::from_toml("[dicom]\nbogus = 1").unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
+    }
+}

@@ -1,0 +1,197 @@
+//! The DICOM node: a Storage SCP on tokio that makes every acknowledged object durable.
+//!
+//! ```text
+//! TCP (TCP_NODELAY) ─▶ server.rs      slots, busy rejection
+//!                    ─▶ association.rs A-ASSOCIATE ─▶ negotiation.rs (allow-list, our
+//!                                      transfer-syntax order) ─▶ PDUs (pdu.rs) ─▶ DIMSE
+//!                    ─▶ dimse/echo.rs  C-ECHO
+//!                    ─▶ dimse/store.rs C-STORE ─▶ spool.rs (temp file, fsync, rename,
+//!                                      fsync dir) ─▶ store index ─▶ answer Success
+//!                    ─▶ completion.rs  series quiet for N s ─▶ job queue
+//! ```
+//!
+//! The line a reader looks for: a C-STORE becomes durable in
+//! [`dimse::store`]'s `commit` — fsync, rename, directory fsync, index — and the Success
+//! status is built only after it returned.
+//!
+//! dicom-rs provides the PDU codec (`dicom_ul::pdu`) and the header parser
+//! (`dicom_object`); association decisions, the DIMSE messages and the streaming spool are
+//! ours. This module does not process images: it stores them and queues jobs.
+
+pub mod association;
+pub mod completion;
+pub mod daemon;
+pub mod dimse;
+pub mod negotiation;
+pub mod pdu;
+pub mod server;
+pub mod spool;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::DicomConfig;
+use crate::store::Store;
+use completion::SeriesTracker;
+use spool::Spool;
+
+/// Number of locks commits of the same SOP instance serialise on (by UID hash).
+const COMMIT_LOCKS: usize = 64;
+
+/// Everything the associations share.
+#[derive(Debug)]
+pub struct Node {
+    cfg: DicomConfig,
+    store: Store,
+    spool: Spool,
+    tracker: SeriesTracker,
+    commit_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Association slots, shared by the plain and the TLS listener.
+    slots: Arc<Semaphore>,
+    /// Tasks allowed to answer connections that found no slot with a rejection.
+    rejecters: Arc<Semaphore>,
+}
+
+impl Node {
+    /// The node for `cfg`, writing into the spool at `spool_dir` and indexing in `store`.
+    ///
+    /// # Errors
+    /// I/O errors opening the spool.
+    pub fn new(cfg: DicomConfig, store: Store, spool_dir: &Path) -> std::io::Result<Self> {
+        let spool = Spool::open(spool_dir, cfg.limits.spool_high_water_percent)?;
+        let max = cfg.limits.max_associations;
+        Ok(Self {
+            slots: Arc::new(Semaphore::new(max)),
+            rejecters: Arc::new(Semaphore::new(max)),
+            cfg,
+            store,
+            spool,
+            tracker: SeriesTracker::default(),
+            commit_locks: (0..COMMIT_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        })
+    }
+
+    /// The series tracker (series still being received, queued jobs).
+    pub fn tracker(&self) -> &SeriesTracker {
+        &self.tracker
+    }
+
+    async fn commit_lock(&self, sop_uid: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let h = sop_uid
+            .bytes()
+            .fold(0_usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        self.commit_locks[h % COMMIT_LOCKS].lock().await
+    }
+}
+
+/// The peer of an association, as far as services need it.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// Calling AE title (trimmed).
+    pub calling_ae: String,
+    /// Source address.
+    pub addr: SocketAddr,
+}
+
+/// A running DICOM node: the listener, its associations and the series-completion task.
+#[derive(Debug)]
+pub struct RunningNode {
+    addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+    node: Arc<Node>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// Binds `cfg.bind:cfg.port` (port 0 picks a free one), and the TLS port when
+    /// configured, and starts serving.
+    ///
+    /// # Errors
+    /// I/O errors binding the ports or opening the spool; unusable TLS certificates or keys.
+    pub async fn start(cfg: DicomConfig, store: Store, spool_dir: &Path) -> std::io::Result<Self> {
+        let listener = TcpListener::bind((cfg.bind, cfg.port)).await?;
+        let addr = listener.local_addr()?;
+        let tls = match &cfg.tls {
+            None => None,
+            Some(t) => {
+                let acceptor = tls::acceptor(t).map_err(std::io::Error::other)?;
+                let l = TcpListener::bind((cfg.bind, t.port)).await?;
+                Some((acceptor, l))
+            }
+        };
+        let tls_addr = match &tls {
+            Some((_, l)) => Some(l.local_addr()?),
+            None => None,
+        };
+        let max_attempts = cfg.completion.job_max_attempts.max(1);
+        let shortest = cfg
+            .peers
+            .iter()
+            .filter_map(|p| p.stable_after_s)
+            .fold(cfg.completion.stable_after_s, f64::min);
+        let tick = Duration::from_secs_f64((shortest / 4.0).clamp(0.05, 1.0));
+        let node = Arc::new(Node::new(cfg, store.clone(), spool_dir)?);
+        let (shutdown, rx) = watch::channel(false);
+        let tracker_node = node.clone();
+        let tracker_rx = rx.clone();
+        let mut tasks = Vec::new();
+        if let Some((acceptor, l)) = tls {
+            tasks.push(tokio::spawn(server::run(
+                node.clone(),
+                l,
+                Some(acceptor),
+                rx.clone(),
+            )));
+        }
+        tasks.extend([
+            tokio::spawn(server::run(node.clone(), listener, None, rx)),
+            tokio::spawn(async move {
+                tracker_node
+                    .tracker
+                    .run(store, max_attempts, tick, tracker_rx)
+                    .await;
+            }),
+        ]);
+        tracing::info!(%addr, tls = ?tls_addr, "DICOM node listening");
+        Ok(Self {
+            addr,
+            tls_addr,
+            node,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The address of the TLS listener, when configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// The shared node state.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Stops accepting, waits for the associations in progress, stops the completion task.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
