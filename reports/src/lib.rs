@@ -1,6 +1,8 @@
-//! DICOM outputs of an analysis: a binary Segmentation (one segment per vertebra) and a
-//! Comprehensive 3D SR following TID 1500 (measurements per vertebra and per lesion), built as
-//! pure functions from results and the source series' headers. No networking here.
+//! DICOM outputs of an analysis: a binary Segmentation (one segment per vertebra), a
+//! Comprehensive 3D SR following TID 1500 (measurements per vertebra and per lesion) and,
+//! optionally, key images (a Secondary Capture of the mid-sagittal reformat with labels, names
+//! and lesions burned in, for PACS that do not display SEG), built as pure functions from
+//! results and the source series' headers. No networking here.
 //!
 //! What this crate is *not*: it does not run inference, read pixel data, read the clock or
 //! send anything. Sending is the forwarder's job; the engine hands us
@@ -19,6 +21,7 @@
 pub mod codes;
 mod dataset;
 mod error;
+pub mod keyimage;
 pub mod model;
 pub mod palette;
 pub mod seg;
@@ -27,6 +30,7 @@ pub mod sr;
 pub mod write;
 
 pub use error::{Error, Result};
+pub use keyimage::build_key_images;
 pub use model::{
     AlgorithmInfo, AnalysisFindings, BodyHeights, InstanceIdentity, LesionFinding, LesionHeatmap,
     VertebraFinding,

@@ -237,3 +237,22 @@ pub fn findings_for(labels: Volume<u8>) -> AnalysisFindings {
         numbering_confidence: 0.93,
     }
 }
+
+/// Runs Python `code` with the venv's interpreter (`sys.argv[1:]` = `args`); panics with its
+/// stderr on failure, returns its stdout.
+pub fn run_python_inline(code: &str, args: &[&str]) -> String {
+    let python = venv(&["python"]).join("bin/python");
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(code)
+        .args(args)
+        .output()
+        .expect("cannot run the venv python");
+    assert!(
+        out.status.success(),
+        "inline python check failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
