@@ -11,6 +11,7 @@
 //! - `metrics.jsonl`: one JSON object per logged step (`"kind":"step"`) and per validation
 //!   (`"kind":"validation"`);
 //! - `checkpoints/last`, `checkpoints/best`: see [`crate::checkpoint`];
+//! - `plots/loss.png`, `plots/validation.png`: curves, redrawn at every validation;
 //! - `summary.json`: written when training ends (last step or early stop).
 //!
 //! ## Determinism
@@ -25,7 +26,10 @@
 //! Every `validation.every_steps` steps the network (without autodiff) runs on fixed windows of
 //! the validation cases: `windows_per_case` windows centred on vertebra centroids evenly spaced
 //! along each column. The mean binary Dice decides the best checkpoint; `patience`
-//! validations without an improvement of more than `min_delta` stop the run. The full-volume
+//! validations without an improvement of more than `min_delta` stop the run. Only validations
+//! after the curriculum's ramp (every loss term at its final weight) count: before it, the
+//! identification and lesion heads are untrained, so an earlier "best" would be a model that
+//! cannot identify vertebrae. The full-volume
 //! evaluation (sliding windows, post-processing, every metric) is `vertebra-train evaluate`.
 
 use std::fs;
@@ -448,6 +452,18 @@ pub fn validate(
     Ok((dice, id))
 }
 
+/// Touches every float parameter, which makes Burn run its (lazy) initialiser.
+struct Materialize;
+
+impl burn::module::ModuleVisitor for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        let _ = param.val();
+    }
+}
+
+/// Serialises seeding + initialisation of networks (see [`run`]).
+static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Options of one invocation (not part of the recipe).
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -579,8 +595,18 @@ pub fn run(run_dir: &Path, recipe: Option<&RunConfig>, options: &RunOptions) -> 
             serde_json::to_vec_pretty(&model_config).map_err(|e| Error::Config(e.to_string()))?,
         )
         .map_err(|e| io_err(&mc_path, e))?;
-        device.seed(recipe.seed);
-        let trainer = Trainer::new(&model_config, recipe.train.clone(), &device)?;
+        // Burn's RNG is process-global: hold a lock from seeding to the end of initialisation
+        // so that concurrent runs in one process (tests, studies) cannot interleave draws.
+        let trainer = {
+            let _guard = INIT_LOCK
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            device.seed(recipe.seed);
+            let t = Trainer::new(&model_config, recipe.train.clone(), &device)?;
+            // Burn initialises parameters lazily, on first use: force it under the lock.
+            t.model.visit(&mut Materialize);
+            t
+        };
         (recipe.clone(), trainer, LoopState::new())
     } else {
         let config = RunConfig::load(&recipe_path)?;
@@ -723,9 +749,15 @@ pub fn run(run_dir: &Path, recipe: Option<&RunConfig>, options: &RunOptions) -> 
                 id_accuracy: id,
             };
             state.validations.push(v);
-            let improved = state
-                .best
-                .is_none_or(|b| dice > b.dice + config.validation.min_delta);
+            // Until the curriculum has switched every loss term fully on, the heads it ramps in
+            // are untrained: such a checkpoint must not become "best", and early stopping does
+            // not count those validations.
+            let eligible = trainer.config.fixed_weights.is_some()
+                || trainer.config.weights(state.step) == crate::schedule::curriculum(1.0, 1.0);
+            let improved = eligible
+                && state
+                    .best
+                    .is_none_or(|b| dice > b.dice + config.validation.min_delta);
             let mut text = serde_json::to_string(&ValidationLine {
                 kind: "validation",
                 step: state.step,
@@ -742,6 +774,11 @@ pub fn run(run_dir: &Path, recipe: Option<&RunConfig>, options: &RunOptions) -> 
                 state.step,
                 if improved { " — best so far" } else { "" }
             ));
+            // Curves as PNG next to the log (a plotting failure must not stop training).
+            log.flush().map_err(|e| io_err(&metrics_path, e))?;
+            if let Err(e) = crate::studies::plot_run(run_dir) {
+                say(format!("warning: plots not written: {e}"));
+            }
             if improved {
                 state.best = Some(v);
                 state.since_best = 0;
@@ -753,7 +790,7 @@ pub fn run(run_dir: &Path, recipe: Option<&RunConfig>, options: &RunOptions) -> 
                     &trainer.optimizer,
                     &state,
                 )?;
-            } else {
+            } else if eligible {
                 state.since_best += 1;
             }
             if let Some(p) = config.validation.patience

@@ -119,3 +119,25 @@ fn a_crash_between_the_renames_leaves_the_previous_checkpoint() {
     assert!(ckpt.join("last").join(checkpoint::STATE_FILE).exists());
     assert!(!ckpt.join("last.old").exists());
 }
+
+#[test]
+fn no_best_checkpoint_before_the_curriculum_ramp_ends() {
+    // With the curriculum (4 epochs × 3 steps: ID and lesion terms ramp in until step 6), the
+    // validation at step 4 must not make an untrained-head model "best".
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let mut r = recipe();
+    r.train.fixed_weights = None;
+    let o = run::run(&dir, Some(&r), &opts(4)).unwrap();
+    assert_eq!(o.best, None);
+    assert!(!dir.join("checkpoints").join("best").exists());
+    // After the ramp (validation at step 8) a best checkpoint exists.
+    let o = run::run(&dir, None, &opts(8)).unwrap();
+    assert_eq!(o.best.map(|b| b.step), Some(8));
+    assert!(
+        dir.join("checkpoints")
+            .join("best")
+            .join(checkpoint::STATE_FILE)
+            .exists()
+    );
+}
