@@ -979,7 +979,7 @@ pub fn efficiency_study(
     for e in &rows {
         let _ = writeln!(
             md,
-            "| {} | {} | {:.1} | {:.3} | {:.2} | {:.2} | {:.1} | {:.2} | {:.2} | {} |",
+            "| {} | {} | {:.3} | {:.3} | {:.2} | {:.2} | {:.1} | {:.2} | {:.2} | {} |",
             e.preset,
             e.params,
             e.gflops,
