@@ -9,9 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-models/cpu-demo}
+CHECKPOINT=${CHECKPOINT:-best}   # best, or last (e.g. while best predates the curriculum ramp)
 OUT=models/demo-bundle
-EVAL="$RUN/eval-test-best/evaluation.json"
-for f in "$RUN/checkpoints/best/model.safetensors" "$RUN/recipe.json" "$EVAL" keys/demo.key; do
+EVAL="$RUN/eval-test-$CHECKPOINT/evaluation.json"
+for f in "$RUN/checkpoints/$CHECKPOINT/model.safetensors" "$RUN/recipe.json" "$EVAL" keys/demo.key; do
   [[ -f "$f" ]] || { echo "build-demo-bundle: missing $f" >&2; exit 1; }
 done
 cargo build -q -p vertebra-export --bin vertebra-export
@@ -32,7 +33,7 @@ json.dump(out, open(sys.argv[2], "w"), indent=1, sort_keys=True)
 PY
 seed=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["seed"])' "$RUN/recipe.json")
 rm -rf "$OUT" "$OUT.tar"
-"$B" export --weights "$RUN/checkpoints/best/model.safetensors" --out "$OUT" \
+"$B" export --weights "$RUN/checkpoints/$CHECKPOINT/model.safetensors" --out "$OUT" \
   --name vertebraformer-cpu-demo --seed "$seed" --training-config "$RUN/recipe.json" \
   --dataset-manifest "$RUN/recipe.json" --metrics "$metrics" --key keys/demo.key --tar
 "$B" verify --bundle "$OUT.tar" --trusted-keys keys
