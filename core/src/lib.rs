@@ -25,6 +25,7 @@ pub mod anatomy;
 pub mod components;
 pub mod contract;
 pub mod error;
+pub mod inference;
 pub mod metrics;
 pub mod nifti;
 pub mod phantom;

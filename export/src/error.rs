@@ -43,6 +43,12 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// The ONNX Runtime library is missing or cannot be loaded.
+    #[error("ONNX Runtime: {0}")]
+    Runtime(String),
+    /// Running a graph or post-processing its outputs failed.
+    #[error("inference: {0}")]
+    Inference(String),
     /// Anything else (manifest encoding, graph serialisation).
     #[error("{0}")]
     Other(String),
@@ -53,6 +59,12 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| Error::Io { path, source }
+    }
+}
+
+impl From<vertebra_core::Error> for Error {
+    fn from(e: vertebra_core::Error) -> Self {
+        Error::Inference(e.to_string())
     }
 }
 

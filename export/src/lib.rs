@@ -12,11 +12,14 @@
 //!   calls before it runs a bundle;
 //! - [`trt_cache`]: the TensorRT engine cache directory keyed by GPU, TensorRT version and
 //!   bundle;
+//! - [`runtime`] (feature `runtime`): a bundle's graphs run by ONNX Runtime as core's
+//!   `Network` — the appliance's inference and the trainer's bundle evaluation;
 //! - [`export`] (feature `writer`): weights → bundle directory (and `.tar`);
 //! - [`safetensors`] (feature `writer`): a strict f32 safetensors reader.
 //!
 //! ## What this crate is not for
-//! It runs no model: inference is the appliance's (ort), the reference forward is
+//! It loads and configures no ONNX Runtime library or session (that is the appliance's engine);
+//! with `runtime` it only adapts sessions it is given. The reference forward is
 //! `vertebra-model`'s (Burn). Without the default `writer` feature it does not link Burn, so the
 //! appliance can depend on it for verification and RoIAlign only.
 
@@ -28,6 +31,8 @@ pub mod export;
 pub mod graph;
 pub mod manifest;
 pub mod roi;
+#[cfg(feature = "runtime")]
+pub mod runtime;
 #[cfg(feature = "writer")]
 pub mod safetensors;
 pub mod signing;

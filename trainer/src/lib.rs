@@ -22,6 +22,7 @@
 //! - [`studies`]: evaluation of a run and the paper's studies; [`plot`]: PNG figures.
 
 pub mod augment;
+pub mod bundle_eval;
 pub mod cache;
 pub mod checkpoint;
 pub mod dataset;

@@ -1,10 +1,10 @@
 //! Preprocessing into model windows and every training target.
 //!
 //! ## One code path
-//! Images go through `vertebra_core::volume` exactly as the appliance's input does:
-//! [`resample_image_to_spacing`] (trilinear, outside = air −1000 HU) to the contract's isotropic
-//! spacing, then [`normalize_hu_volume`] (clip to [−1000, 1000] HU, scale to [0, 1]); label maps
-//! go through [`resample_labels_to_spacing`] (nearest, outside = 0) onto the same grid; windows
+//! Images go through [`prepare_ct`] exactly as the appliance's input does (orientation to
+//! LPS, trilinear resampling to the contract's isotropic spacing with air −1000 HU outside,
+//! HU clipped to [−1000, 1000] and scaled to [0, 1]); label maps go through
+//! [`prepare_labels`] (same orientation, nearest, outside = 0) onto the same grid; windows
 //! are cut with [`crop_or_pad_centered`] (outside the scan = 0.0, i.e. air, and label 0).
 //! [`prepare`] does the per-case part once (cacheable); [`window_at`] cuts windows from it.
 //!
@@ -30,10 +30,10 @@ use rand::Rng;
 use vertebra_core::Volume;
 use vertebra_core::anatomy::NUM_LESION_CLASSES;
 use vertebra_core::contract::NUM_SEG_CLASSES;
+use vertebra_core::inference::{prepare_ct, prepare_labels};
 use vertebra_core::phantom::LesionTruth;
 use vertebra_core::phantom::domain::Modality;
-use vertebra_core::volume::ops::{HU_MIN, crop_or_pad_centered, normalize_hu_volume};
-use vertebra_core::volume::resample::{resample_image_to_spacing, resample_labels_to_spacing};
+use vertebra_core::volume::ops::crop_or_pad_centered;
 use vertebra_model::VertebraFormerConfig;
 
 use crate::dataset::Case;
@@ -125,10 +125,9 @@ pub fn prepare(case: &Case, spacing_mm: f64) -> Result<PreparedCase> {
             message: "the label map is not on the image grid".into(),
         });
     }
-    let s = [spacing_mm; 3];
-    let image = normalize_hu_volume(&resample_image_to_spacing(&case.image, s, HU_MIN)?)?;
+    let image = prepare_ct(&case.image, spacing_mm)?;
     let labels = match &case.labels {
-        Some(l) => Some(resample_labels_to_spacing(l, s, 0u8)?),
+        Some(l) => Some(prepare_labels(l, spacing_mm)?),
         None => None,
     };
     let centroids = match &labels {

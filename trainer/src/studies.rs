@@ -86,7 +86,8 @@ impl Default for StudyOptions {
 }
 
 impl StudyOptions {
-    fn say(&self, m: &str) {
+    /// Prints a progress line unless quiet.
+    pub fn say(&self, m: &str) {
         if !self.quiet {
             eprintln!("{m}");
         }

@@ -36,6 +36,34 @@ enum Command {
         #[arg(long, default_value = "test")]
         set: String,
     },
+    /// Evaluate a run's checkpoint (Burn) and a bundle exported from it (ONNX Runtime) on the
+    /// same held-out cases through the same inference path; report under
+    /// RUN_DIR/eval-SET-CHECKPOINT-bundle. Exits 1 when an aggregate metric differs by more
+    /// than --tolerance.
+    EvaluateBundle {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// The bundle directory.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Directory of trusted public keys (*.pub).
+        #[arg(long, default_value = "keys")]
+        trusted_keys: PathBuf,
+        /// The ONNX Runtime library (default: ORT_DYLIB_PATH, then the provisioned cache).
+        #[arg(long)]
+        onnxruntime: Option<PathBuf>,
+        #[command(flatten)]
+        eval: EvalArgs,
+        /// Checkpoint the bundle was exported from: best or last.
+        #[arg(long, default_value = "best")]
+        checkpoint: String,
+        /// Set: test or val.
+        #[arg(long, default_value = "test")]
+        set: String,
+        /// Largest allowed |bundle − Burn| of an aggregate metric (0.005 = 0.5 points).
+        #[arg(long, default_value_t = 0.005)]
+        tolerance: f64,
+    },
     /// The paper's studies; each writes a Markdown report (and a PNG where the paper has one).
     #[command(subcommand)]
     Study(Study),
@@ -330,6 +358,49 @@ fn run(cli: Cli) -> vertebra_trainer::Result<()> {
             let o = studies::evaluate_run(&run_dir, &checkpoint, &set, &eval.options())?;
             println!("{}", o.evaluation.to_markdown());
             println!("report: {}", o.dir.join("report.md").display());
+            Ok(())
+        }
+        Command::EvaluateBundle {
+            run_dir,
+            bundle,
+            trusted_keys,
+            onnxruntime,
+            eval,
+            checkpoint,
+            set,
+            tolerance,
+        } => {
+            let src = vertebra_trainer::bundle_eval::BundleSource {
+                bundle,
+                trusted_keys,
+                onnxruntime,
+                threads: 0,
+            };
+            let c = vertebra_trainer::bundle_eval::evaluate_bundle(
+                &run_dir,
+                &checkpoint,
+                &set,
+                &src,
+                &eval.options(),
+            )?;
+            println!("| metric | Burn | bundle | difference |\n|---|---|---|---|");
+            for p in &c.metrics {
+                println!(
+                    "| {} | {:.4} | {:.4} | {:+.4} |",
+                    p.name,
+                    p.burn,
+                    p.bundle,
+                    p.bundle - p.burn
+                );
+            }
+            println!("report: {}", c.dir.join("report.md").display());
+            let worst = c.max_abs_difference();
+            if worst > tolerance {
+                return Err(vertebra_trainer::Error::InvalidArgument(format!(
+                    "bundle and checkpoint differ by {worst:.4} > tolerance {tolerance}"
+                )));
+            }
+            println!("largest difference {worst:.4} ≤ tolerance {tolerance}");
             Ok(())
         }
         Command::Study(study) => run_study(study),
