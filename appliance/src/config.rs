@@ -1,9 +1,10 @@
 //! The daemon's configuration: one typed struct read from a TOML file with the `config` crate,
 //! every key overridable by a `VERTEBRA_…` environment variable.
 //!
-//! Sections are added by the parts that need them; today only [`DicomConfig`] (the `[dicom]`
-//! table) exists. Every default is the safe choice for a hospital network: an SCP that
-//! answers only to peers it was told about, with bounded resources.
+//! Sections are added by the parts that need them: [`DicomConfig`] (the `[dicom]` table) and
+//! [`ForwardConfig`] (the `[forward]` table, the outbox worker). Every default is the safe
+//! choice for a hospital network: an SCP that answers only to peers it was told about, with
+//! bounded resources.
 //!
 //! Environment overrides use `__` as the path separator below the `VERTEBRA_` prefix, e.g.
 //! `VERTEBRA_DICOM__PORT=11112` or `VERTEBRA_DICOM__AE_TITLE=SPINE`. Lists (peers) come from
@@ -24,6 +25,10 @@ use serde::Deserialize;
 pub struct Config {
     /// The DICOM node (SCP): `[dicom]`.
     pub dicom: DicomConfig,
+    /// The inference engine: `[inference]` (bundle, trusted keys, ONNX Runtime, providers).
+    pub inference: crate::engine::EngineConfig,
+    /// The forwarder (SCU sending results from the outbox): `[forward]`.
+    pub forward: ForwardConfig,
 }
 
 impl Config {
@@ -87,7 +92,9 @@ impl Config {
     /// # Errors
     /// A message naming the offending key.
     pub fn validate(&self) -> Result<(), String> {
-        self.dicom.validate()
+        self.dicom.validate()?;
+        self.forward.validate()?;
+        self.inference.validate().map_err(|e| e.to_string())
     }
 }
 
@@ -299,6 +306,150 @@ impl Default for CompletionConfig {
     }
 }
 
+/// The forwarder: how results leave the box. Destinations themselves live in the store (the
+/// web console edits them); this section says how we talk to them.
+///
+/// Retries: a failed delivery is retried after `backoff_base_s · 2^(attempt−1)` seconds,
+/// capped at `backoff_max_s`, each delay lengthened by up to `jitter` of itself so that many
+/// deliveries failing together do not retry together; after `max_attempts` failed attempts
+/// the delivery is dead-lettered (kept with its last error, shown in the console, retried
+/// only on an operator's request). The defaults keep retrying for about a day (30 s doubling
+/// to 1 h, 30 attempts), so nothing is dropped while a PACS is down for hours.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForwardConfig {
+    /// Our calling AE title towards destinations. 1–16 characters. Default `VERTEBRA`.
+    pub calling_ae_title: String,
+    /// Failed attempts after which a delivery is dead-lettered. Default 30.
+    pub max_attempts: u32,
+    /// Delay after the first failed attempt, seconds. Default 30.
+    pub backoff_base_s: f64,
+    /// Longest delay between attempts, seconds. Default 3600.
+    pub backoff_max_s: f64,
+    /// Extra random share (0..=1) added to each delay. Default 0.1.
+    pub jitter: f64,
+    /// Associations open at once to one destination. Default 2.
+    pub concurrency_per_destination: usize,
+    /// Associations open at once over all destinations. Default 8.
+    pub max_associations: usize,
+    /// Deliveries (objects) sent over one association at most. Default 64.
+    pub batch_size: usize,
+    /// Seconds a claimed batch stays leased to this worker; after that another worker may
+    /// take it over (and send it again: a PACS stores a resent instance once). Must exceed
+    /// the time one batch takes. Default 900.
+    pub lease_s: u64,
+    /// Seconds between looks at the outbox when nothing is due. Default 2.
+    pub poll_interval_s: f64,
+    /// Seconds to wait for the TCP connection. Default 10.
+    pub connect_timeout_s: u64,
+    /// Seconds to wait for the A-ASSOCIATE answer, and for the A-RELEASE answer (ARTIM);
+    /// connection, TLS handshake and A-ASSOCIATE together get `connect_timeout_s` plus this.
+    /// Default 30.
+    pub association_timeout_s: u64,
+    /// Seconds to wait for each DIMSE response (and for each write to progress). Default 120.
+    pub dimse_timeout_s: u64,
+    /// Largest PDU we announce we can receive. Default 262,144 bytes.
+    pub max_pdu_bytes: u32,
+    /// TLS towards destinations flagged `tls` (`[forward.tls]`); absent: such destinations
+    /// fail with an error saying so.
+    pub tls: Option<ForwardTlsConfig>,
+}
+
+/// DICOM TLS as a client (PS3.15 BCP 195 profile): TLS 1.2 or 1.3 only; the destination's
+/// certificate must chain to `ca_certificates` and name the destination's host.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardTlsConfig {
+    /// CA certificates (PEM) destination certificates must chain to.
+    pub ca_certificates: std::path::PathBuf,
+    /// Our client certificate chain (PEM, leaf first), for destinations that require one.
+    #[serde(default)]
+    pub certificate: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM); required with `certificate`.
+    #[serde(default)]
+    pub private_key: Option<std::path::PathBuf>,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        Self {
+            calling_ae_title: "VERTEBRA".into(),
+            max_attempts: 30,
+            backoff_base_s: 30.0,
+            backoff_max_s: 3600.0,
+            jitter: 0.1,
+            concurrency_per_destination: 2,
+            max_associations: 8,
+            batch_size: 64,
+            lease_s: 900,
+            poll_interval_s: 2.0,
+            connect_timeout_s: 10,
+            association_timeout_s: 30,
+            dimse_timeout_s: 120,
+            max_pdu_bytes: 262_144,
+            tls: None,
+        }
+    }
+}
+
+impl ForwardConfig {
+    fn validate(&self) -> Result<(), String> {
+        check_ae_title("forward.calling_ae_title", &self.calling_ae_title)?;
+        let at_least_one = [
+            ("max_attempts", u64::from(self.max_attempts)),
+            (
+                "concurrency_per_destination",
+                self.concurrency_per_destination as u64,
+            ),
+            ("max_associations", self.max_associations as u64),
+            ("batch_size", self.batch_size as u64),
+            ("lease_s", self.lease_s),
+            ("connect_timeout_s", self.connect_timeout_s),
+            ("association_timeout_s", self.association_timeout_s),
+            ("dimse_timeout_s", self.dimse_timeout_s),
+        ];
+        for (key, value) in at_least_one {
+            if value == 0 {
+                return Err(format!("forward.{key} must be at least 1"));
+            }
+        }
+        if !(self.backoff_base_s.is_finite() && self.backoff_base_s > 0.0) {
+            return Err("forward.backoff_base_s must be a positive number of seconds".into());
+        }
+        if !(self.backoff_max_s.is_finite() && self.backoff_max_s >= self.backoff_base_s) {
+            return Err("forward.backoff_max_s must be at least forward.backoff_base_s".into());
+        }
+        if !(0.0..=1.0).contains(&self.jitter) {
+            return Err("forward.jitter must lie in 0..=1".into());
+        }
+        if !(self.poll_interval_s.is_finite() && self.poll_interval_s > 0.0) {
+            return Err("forward.poll_interval_s must be a positive number of seconds".into());
+        }
+        if !(MIN_PDU..=MAX_PDU).contains(&self.max_pdu_bytes) {
+            return Err(format!(
+                "forward.max_pdu_bytes must lie in {MIN_PDU}..={MAX_PDU}, not {}",
+                self.max_pdu_bytes
+            ));
+        }
+        let half_pair = self
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.certificate.is_some() != t.private_key.is_some());
+        if half_pair {
+            return Err("forward.tls.certificate and forward.tls.private_key go together".into());
+        }
+        Ok(())
+    }
+
+    /// The back-off between attempts.
+    pub fn backoff(&self) -> crate::store::queue::Backoff {
+        crate::store::queue::Backoff {
+            base: Duration::from_secs_f64(self.backoff_base_s),
+            max: Duration::from_secs_f64(self.backoff_max_s),
+        }
+    }
+}
+
 /// An IPv4 or IPv6 address block (`addr/prefix`, or one address).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cidr {
@@ -445,5 +596,41 @@ mod tests {
         assert!(e.contains("max_associations"), "{e}");
         let e = Config::from_toml("[dicom]\nbogus = 1").unwrap_err();
         assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn forward_defaults_retry_for_about_a_day_and_bad_values_name_their_key() {
+        let cfg = Config::from_toml("").unwrap();
+        let f = &cfg.forward;
+        assert_eq!(f.calling_ae_title, "VERTEBRA");
+        let b = f.backoff();
+        let total: Duration = (1..f.max_attempts).map(|a| b.delay(a)).sum();
+        assert!(
+            total > Duration::from_secs(20 * 3600),
+            "defaults give up after {total:?}"
+        );
+        let cfg = Config::from_toml(
+            "[forward]\ncalling_ae_title = \"SPINE-OUT\"\nmax_attempts = 3\n\
+             [forward.tls]\nca_certificates = \"/etc/ca.pem\"",
+        )
+        .unwrap();
+        assert_eq!(cfg.forward.max_attempts, 3);
+        assert!(cfg.forward.tls.is_some());
+        for (toml, key) in [
+            ("[forward]\nmax_attempts = 0", "max_attempts"),
+            ("[forward]\nbackoff_max_s = 1", "backoff_max_s"),
+            ("[forward]\njitter = 2", "jitter"),
+            ("[forward]\nmax_pdu_bytes = 10", "max_pdu_bytes"),
+            ("[forward]\ncalling_ae_title = \"\"", "calling_ae_title"),
+            ("[forward]\ndimse_timeout_s = 0", "dimse_timeout_s"),
+            (
+                "[forward.tls]\nca_certificates = \"/a\"\ncertificate = \"/b\"",
+                "private_key",
+            ),
+            ("[forward]\nretries = 3", "retries"),
+        ] {
+            let e = Config::from_toml(toml).unwrap_err();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
     }
 }

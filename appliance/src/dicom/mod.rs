@@ -8,6 +8,9 @@
 //!                    ─▶ dimse/store.rs C-STORE ─▶ spool.rs (temp file, fsync, rename,
 //!                                      fsync dir) ─▶ store index ─▶ answer Success
 //!                    ─▶ completion.rs  series quiet for N s ─▶ job queue
+//!
+//! outbox (crate::forward) ─▶ scu.rs C-ECHO / C-STORE SCU: files as stored, one association
+//!                                   per batch, plain or TLS ─▶ remote Storage SCP
 //! ```
 //!
 //! The line a reader looks for: a C-STORE becomes durable in
@@ -16,7 +19,8 @@
 //!
 //! dicom-rs provides the PDU codec (`dicom_ul::pdu`) and the header parser
 //! (`dicom_object`); association decisions, the DIMSE messages and the streaming spool are
-//! ours. This module does not process images: it stores them and queues jobs.
+//! ours. This module does not process images: it stores them, queues jobs, and sends the
+//! objects it is given.
 
 pub mod association;
 pub mod completion;
@@ -24,6 +28,7 @@ pub mod daemon;
 pub mod dimse;
 pub mod negotiation;
 pub mod pdu;
+pub mod scu;
 pub mod server;
 pub mod spool;
 pub mod tls;

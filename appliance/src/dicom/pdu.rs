@@ -233,6 +233,66 @@ pub async fn write_command<S: AsyncWrite + Unpin>(
     stream.flush().await
 }
 
+/// Largest PDV we put in one P-DATA-TF when sending a data set, whatever the peer allows: a
+/// peer announcing "unlimited" (0) or gigabytes must not make us allocate that much.
+pub const MAX_SENT_PDV: usize = 1 << 20;
+
+/// Sends the next `len` bytes of `source` as the data set of one message on context
+/// `context_id`: P-DATA-TF PDUs of at most `max_pdu` bytes (the peer's maximum; 0 means no
+/// limit), one PDV each, the last one flagged as such. Memory stays at one PDU whatever the
+/// object's size. An empty data set is sent as one empty last fragment. Each PDU must be
+/// written within `stall` (a peer that stops reading cannot hold us forever).
+///
+/// # Errors
+/// I/O errors, [`std::io::ErrorKind::UnexpectedEof`] when `source` ends before `len` bytes
+/// (the file shrank while being sent), [`std::io::ErrorKind::TimedOut`] after a stall.
+pub async fn write_data<S, R>(
+    stream: &mut S,
+    context_id: u8,
+    source: &mut R,
+    len: u64,
+    max_pdu: u32,
+    stall: std::time::Duration,
+) -> std::io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin,
+{
+    let room = if max_pdu == 0 {
+        MAX_SENT_PDV
+    } else {
+        (max_pdu as usize).saturating_sub(6).clamp(1, MAX_SENT_PDV)
+    };
+    let first = usize::try_from(len).map_or(room, |l| l.min(room));
+    let mut buf = Vec::with_capacity(first + 12);
+    let mut left = len;
+    loop {
+        let part = usize::try_from(left).map_or(room, |l| l.min(room));
+        let last = part as u64 == left;
+        let item_len = part as u32 + 2;
+        buf.clear();
+        buf.push(P_DATA_TF);
+        buf.push(0);
+        buf.extend_from_slice(&(item_len + 4).to_be_bytes());
+        buf.extend_from_slice(&item_len.to_be_bytes());
+        buf.push(context_id);
+        buf.push(if last { 0x02 } else { 0x00 });
+        let start = buf.len();
+        buf.resize(start + part, 0);
+        source.read_exact(&mut buf[start..]).await?;
+        tokio::time::timeout(stall, stream.write_all(&buf))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        left -= part as u64;
+        if last {
+            break;
+        }
+    }
+    tokio::time::timeout(stall, stream.flush())
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,5 +374,43 @@ mod tests {
             reader.read(&mut stream).await,
             Err(PduError::Closed)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_data_set_is_cut_into_pdus_within_the_peer_maximum() {
+        const T: std::time::Duration = std::time::Duration::from_secs(5);
+        let data: Vec<u8> = (0..25_u8).collect();
+        let mut out = Vec::new();
+        write_data(&mut out, 3, &mut &data[..], 25, 16, T)
+            .await
+            .unwrap();
+        // 16-byte PDUs carry 10 data bytes each: 10 + 10 + 5, only the last flagged.
+        let mut pos = 0;
+        let mut got = Vec::new();
+        let mut flags = Vec::new();
+        while pos < out.len() {
+            let len = u32::from_be_bytes(out[pos + 2..pos + 6].try_into().unwrap()) as usize;
+            assert!(len <= 16, "PDU of {len} bytes");
+            let pdvs = split_pdvs(&out[pos..pos + 6 + len]).unwrap();
+            for p in pdvs {
+                assert_eq!(p.context_id, 3);
+                assert!(!p.is_command);
+                flags.push(p.is_last);
+                got.extend_from_slice(&out[pos..][p.range]);
+            }
+            pos += 6 + len;
+        }
+        assert_eq!(got, data);
+        assert_eq!(flags, [false, false, true]);
+        let mut short = Vec::new();
+        let err = write_data(&mut short, 1, &mut &data[..5], 6, 16, T)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+        let mut empty = Vec::new();
+        write_data(&mut empty, 1, &mut &data[..0], 0, 16, T)
+            .await
+            .unwrap();
+        assert_eq!(empty, [0x04, 0, 0, 0, 0, 6, 0, 0, 0, 2, 1, 0x02]);
     }
 }

@@ -218,6 +218,57 @@ impl Store {
     }
 }
 
+/// What an analysis job needs to know about a series: its UIDs, modality and the spooled
+/// files still on disk (no PHI).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeriesFiles {
+    /// `series.id`.
+    pub series_id: i64,
+    /// Study Instance UID.
+    pub study_uid: String,
+    /// Series Instance UID.
+    pub series_uid: String,
+    /// Modality.
+    pub modality: String,
+    /// Spool paths of its instances whose spool copy was not deleted, by path.
+    pub files: Vec<String>,
+}
+
+impl Store {
+    /// The series with row id `series_id` and its spooled files (`None`: unknown series).
+    ///
+    /// # Errors
+    /// The driver's error.
+    pub async fn series_files(&self, series_id: i64) -> Result<Option<SeriesFiles>> {
+        const HEAD: &str = "SELECT st.study_uid, se.series_uid, se.modality
+            FROM series se JOIN studies st ON st.id = se.study_id WHERE se.id = $1";
+        const FILES: &str = "SELECT spool_path FROM instances
+            WHERE series_id = $1 AND spool_deleted_at_ms IS NULL ORDER BY spool_path";
+        let head: Option<(String, String, String)> = on_backend!(self, |pool| {
+            sqlx::query_as(HEAD)
+                .bind(series_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        let Some((study_uid, series_uid, modality)) = head else {
+            return Ok(None);
+        };
+        let files: Vec<String> = on_backend!(self, |pool| {
+            sqlx::query_scalar(FILES)
+                .bind(series_id)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(Some(SeriesFiles {
+            series_id,
+            study_uid,
+            series_uid,
+            modality,
+            files,
+        }))
+    }
+}
+
 /// The error for a series UID that already hangs under another study.
 pub(crate) fn series_conflict(series_uid: &str) -> Error {
     Error::Conflict(format!(

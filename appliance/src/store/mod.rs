@@ -60,9 +60,11 @@ mod users;
 
 pub use audit::{AuditEvent, AuditOutcome, StoredAuditEvent};
 pub use error::{Error, Result};
-pub use index::{InstanceIds, NewInstance, NewSeries, NewStudy, Study};
+pub use index::{InstanceIds, NewInstance, NewSeries, NewStudy, SeriesFiles, Study};
 pub use migrations::AppliedMigration;
-pub use outbox::NewDestination;
+pub use outbox::{
+    ClaimedDelivery, DeliveryRecord, DeliveryState, NewDestination, RetryPolicy, StoredDestination,
+};
 pub use results::{
     LesionRecord, NewResult, OutputKind, ResultStatus, StoredResult, Timings, VertebraRecord,
 };
@@ -137,6 +139,10 @@ pub(crate) trait Dialect {
 
     /// The statement that leases the next runnable job (see [`queue`]).
     fn claim_sql(&self) -> &'static str;
+
+    /// The statement that leases due deliveries (see `outbox.rs`): `$1` now, `$2` the lease's
+    /// expiry, `$3` how many at most; returns the ids.
+    fn claim_deliveries_sql(&self) -> &'static str;
 }
 
 /// A handle to the appliance store; cheap to clone (the pool is shared).

@@ -43,6 +43,18 @@ const CLAIM_SQL: &str = "WITH next AS (
     RETURNING j.id, j.kind, j.series_id, j.attempts, j.max_attempts, j.lease_owner,
         j.lease_expires_at_ms";
 
+/// Leases due deliveries to enabled destinations (see `outbox.rs`). `SKIP LOCKED`: concurrent
+/// forwarders (several daemons) each take different rows without waiting on one another.
+const CLAIM_DELIVERIES_SQL: &str = "WITH due AS (
+        SELECT d.id FROM deliveries d JOIN destinations t ON t.id = d.destination_id
+        WHERE d.state = 'pending' AND d.next_attempt_at_ms <= $1 AND t.enabled
+        ORDER BY d.next_attempt_at_ms, d.id
+        LIMIT $3
+        FOR UPDATE OF d SKIP LOCKED)
+    UPDATE deliveries d SET next_attempt_at_ms = $2
+    FROM due WHERE d.id = due.id
+    RETURNING d.id";
+
 impl Dialect for PgPool {
     type Db = Postgres;
 
@@ -52,6 +64,10 @@ impl Dialect for PgPool {
 
     fn claim_sql(&self) -> &'static str {
         CLAIM_SQL
+    }
+
+    fn claim_deliveries_sql(&self) -> &'static str {
+        CLAIM_DELIVERIES_SQL
     }
 }
 

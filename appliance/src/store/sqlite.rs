@@ -52,6 +52,16 @@ const CLAIM_SQL: &str = "UPDATE jobs SET
         LIMIT 1)
     RETURNING id, kind, series_id, attempts, max_attempts, lease_owner, lease_expires_at_ms";
 
+/// Leases due deliveries; see the PostgreSQL twin for which are due. Runs inside a
+/// `BEGIN IMMEDIATE` transaction, so no other claimer can pick the same rows.
+const CLAIM_DELIVERIES_SQL: &str = "UPDATE deliveries SET next_attempt_at_ms = $2
+    WHERE id IN (
+        SELECT d.id FROM deliveries d JOIN destinations t ON t.id = d.destination_id
+        WHERE d.state = 'pending' AND d.next_attempt_at_ms <= $1 AND t.enabled
+        ORDER BY d.next_attempt_at_ms, d.id
+        LIMIT $3)
+    RETURNING id";
+
 impl Dialect for SqlitePool {
     type Db = Sqlite;
 
@@ -61,6 +71,10 @@ impl Dialect for SqlitePool {
 
     fn claim_sql(&self) -> &'static str {
         CLAIM_SQL
+    }
+
+    fn claim_deliveries_sql(&self) -> &'static str {
+        CLAIM_DELIVERIES_SQL
     }
 }
 

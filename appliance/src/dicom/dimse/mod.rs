@@ -3,8 +3,10 @@
 //! dicom-rs stops at the upper layer (PDUs); messages are ours. A command set is a small data
 //! set of group 0000 elements, always Implicit VR Little Endian, that may arrive split over
 //! several P-DATA fragments; [`CommandSet::decode`] reads the reassembled bytes and
-//! [`CommandSet::encode`] writes a response. Each service sits in its own file: [`echo`]
-//! (C-ECHO) and [`store`] (C-STORE).
+//! [`CommandSet::encode`] writes one. Both directions use the same codec: the SCP decodes
+//! requests and encodes responses, the SCU ([`crate::dicom::scu`]) encodes requests and
+//! decodes responses. Each service sits in its own file: [`echo`] (C-ECHO) and [`store`]
+//! (C-STORE).
 
 pub mod echo;
 pub mod store;
@@ -15,6 +17,10 @@ pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
 
 /// Command Data Set Type (0000,0800) value meaning "no data set follows".
 pub const NO_DATA_SET: u16 = 0x0101;
+
+/// Command Data Set Type (0000,0800) value we send when a data set follows (the standard
+/// accepts any value other than [`NO_DATA_SET`]; 0x0001 is what pynetdicom and DCMTK send).
+pub const DATA_SET_PRESENT: u16 = 0x0001;
 
 /// The DIMSE command fields this node understands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +76,34 @@ pub mod status {
     pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
     /// Failure: processing failure (the object could not be made durable or indexed).
     pub const PROCESSING_FAILURE: u16 = 0x0110;
+
+    /// What a status code means for the requester (PS3.7 Annex C).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum StatusClass {
+        /// 0x0000: done.
+        Success,
+        /// Done, with a caveat: 0x0001, 0x0107, 0x0116 and 0xB000–0xBFFF (e.g. coercion of
+        /// data elements, elements discarded). The object was stored.
+        Warning,
+        /// 0xFE00: the operation was cancelled.
+        Cancel,
+        /// 0xFF00, 0xFF01: more responses follow (not used by C-STORE or C-ECHO).
+        Pending,
+        /// Anything else: refused (0xA7xx out of resources, 0x01xx/0x02xx), error (0xA9xx,
+        /// 0xCxxx) or a code the standard does not define. The object was not stored.
+        Failure,
+    }
+
+    /// The class of `code`.
+    pub fn class(code: u16) -> StatusClass {
+        match code {
+            0x0000 => StatusClass::Success,
+            0x0001 | 0x0107 | 0x0116 | 0xB000..=0xBFFF => StatusClass::Warning,
+            0xFE00 => StatusClass::Cancel,
+            0xFF00 | 0xFF01 => StatusClass::Pending,
+            _ => StatusClass::Failure,
+        }
+    }
 }
 
 /// The elements of a command set that this node reads or writes.
@@ -301,6 +335,22 @@ mod tests {
             0x00, 0x00, 0x00, 0x09, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, // status 0
         ];
         assert_eq!(rsp, expected);
+    }
+
+    #[test]
+    fn status_codes_fall_into_their_standard_classes() {
+        use status::{StatusClass, class};
+        assert_eq!(class(0x0000), StatusClass::Success);
+        for w in [0x0001, 0x0107, 0x0116, 0xB000, 0xB007, 0xBFFF] {
+            assert_eq!(class(w), StatusClass::Warning, "{w:#06x}");
+        }
+        for f in [
+            0xA700, 0xA7FF, 0xA900, 0xC000, 0xCFFF, 0x0110, 0x0122, 0x0211, 0x0124,
+        ] {
+            assert_eq!(class(f), StatusClass::Failure, "{f:#06x}");
+        }
+        assert_eq!(class(0xFE00), StatusClass::Cancel);
+        assert_eq!(class(0xFF00), StatusClass::Pending);
     }
 
     #[test]

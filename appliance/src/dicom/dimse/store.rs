@@ -18,6 +18,9 @@
 //!
 //! A second copy of an instance (same SOP Instance UID) replaces the first file atomically
 //! and re-indexes to the same row: stored once, answered Success.
+//!
+//! For the SCU direction ([`crate::dicom::scu`]) this file builds the C-STORE-RQ
+//! ([`request`]); the C-STORE-RSP it gets back is read with [`CommandSet::decode`].
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -30,6 +33,23 @@ use crate::dicom::negotiation::{self, AcceptedContext};
 use crate::dicom::spool::{SpoolWriter, Written};
 use crate::dicom::{Node, Peer};
 use crate::store::{NewInstance, NewSeries, NewStudy};
+
+/// Priority (0000,0700) MEDIUM, what we send with every C-STORE-RQ.
+pub const PRIORITY_MEDIUM: u16 = 0x0000;
+
+/// The C-STORE-RQ an SCU sends for one instance: message `message_id`, priority medium, a
+/// data set following.
+pub fn request(message_id: u16, sop_class_uid: &str, sop_instance_uid: &str) -> CommandSet {
+    CommandSet {
+        affected_sop_class_uid: Some(sop_class_uid.to_owned()),
+        command_field: CommandField::CStoreRq.code(),
+        message_id: Some(message_id),
+        priority: Some(PRIORITY_MEDIUM),
+        data_set_type: super::DATA_SET_PRESENT,
+        affected_sop_instance_uid: Some(sop_instance_uid.to_owned()),
+        ..CommandSet::default()
+    }
+}
 
 /// A C-STORE whose data set is arriving.
 #[derive(Debug)]
@@ -305,4 +325,55 @@ fn read_header(path: &std::path::Path) -> Result<Header, &'static str> {
         sop_instance_uid,
         sop_class_uid,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_a_store_request_byte_for_byte() {
+        // PS3.7 Table 9.3-1, written out by hand: CT Image Storage, message 1, medium priority.
+        let mut expected: Vec<u8> = vec![0, 0, 0, 0, 4, 0, 0, 0, 0x58, 0, 0, 0];
+        expected.extend_from_slice(&[0, 0, 0x02, 0, 26, 0, 0, 0]);
+        expected.extend_from_slice(b"1.2.840.10008.5.1.4.1.1.2\0");
+        expected.extend_from_slice(&[0, 0, 0x00, 0x01, 2, 0, 0, 0, 0x01, 0x00]);
+        expected.extend_from_slice(&[0, 0, 0x10, 0x01, 2, 0, 0, 0, 0x01, 0x00]);
+        expected.extend_from_slice(&[0, 0, 0x00, 0x07, 2, 0, 0, 0, 0x00, 0x00]);
+        expected.extend_from_slice(&[0, 0, 0x00, 0x08, 2, 0, 0, 0, 0x01, 0x00]);
+        expected.extend_from_slice(&[0, 0, 0x00, 0x10, 6, 0, 0, 0]);
+        expected.extend_from_slice(b"1.2.3\0");
+        let rq = request(1, "1.2.840.10008.5.1.4.1.1.2", "1.2.3");
+        assert_eq!(rq.encode(), expected);
+        let back = CommandSet::decode(&expected).unwrap();
+        assert_eq!(back, rq);
+        assert!(back.has_data_set());
+    }
+
+    #[test]
+    fn decodes_a_store_response_with_a_warning_and_a_comment() {
+        // A C-STORE-RSP as a peer answers a coerced object: status 0xB000, error comment.
+        let mut rsp: Vec<u8> = Vec::new();
+        let mut body: Vec<u8> = Vec::new();
+        body.extend_from_slice(&[0, 0, 0x02, 0, 26, 0, 0, 0]);
+        body.extend_from_slice(b"1.2.840.10008.5.1.4.1.1.2\0");
+        body.extend_from_slice(&[0, 0, 0x00, 0x01, 2, 0, 0, 0, 0x01, 0x80]);
+        body.extend_from_slice(&[0, 0, 0x20, 0x01, 2, 0, 0, 0, 0x05, 0x00]);
+        body.extend_from_slice(&[0, 0, 0x00, 0x08, 2, 0, 0, 0, 0x01, 0x01]);
+        body.extend_from_slice(&[0, 0, 0x00, 0x09, 2, 0, 0, 0, 0x00, 0xB0]);
+        body.extend_from_slice(&[0, 0, 0x02, 0x09, 8, 0, 0, 0]);
+        body.extend_from_slice(b"coerced ");
+        body.extend_from_slice(&[0, 0, 0x00, 0x10, 6, 0, 0, 0]);
+        body.extend_from_slice(b"1.2.3\0");
+        rsp.extend_from_slice(&[0, 0, 0, 0, 4, 0, 0, 0]);
+        rsp.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        rsp.extend_from_slice(&body);
+        let cmd = CommandSet::decode(&rsp).unwrap();
+        assert_eq!(cmd.field(), CommandField::CStoreRsp);
+        assert_eq!(cmd.message_id_being_responded_to, Some(5));
+        assert_eq!(cmd.status, Some(0xB000));
+        assert_eq!(cmd.error_comment.as_deref(), Some("coerced"));
+        assert_eq!(cmd.affected_sop_instance_uid.as_deref(), Some("1.2.3"));
+        assert!(!cmd.has_data_set());
+    }
 }

@@ -1,0 +1,504 @@
+//! One analysis: input → volume → contract preprocessing → core's inference path → outputs.
+//!
+//! Stages (each timed into the result document):
+//! 1. **load**: a DICOM series directory through [`crate::series::load_series`] (decoding and
+//!    every validation, one error class each), or a NIfTI image (HU);
+//! 2. **preprocess**: `vertebra_core::inference::prepare_for_contract` (LPS, isotropic
+//!    spacing, HU window) — the trainer's evaluation calls the same function;
+//! 3. **localize / windows / identification / postprocess**: `vertebra_core::inference::
+//!    infer_prepared` with the bundle's graphs as the network;
+//! 4. **resample_back**: the label map from the model grid onto the source grid (nearest
+//!    neighbour in world coordinates), which is what the SEG must reference;
+//! 5. **write**: `labels.nii.gz` (source grid), for DICOM input `seg.dcm` and `sr.dcm`
+//!    (vertebra-reports), and `result.json` last — its presence means the analysis is
+//!    complete (every file is written to a temporary name and renamed).
+//!
+//! Only CT is analysed: the bundle's contract is an HU window, and core has no MR intensity
+//! normalisation yet; an MR series is refused with that reason rather than normalised wrongly.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use vertebra_core::Volume;
+use vertebra_core::anatomy::Vertebra;
+use vertebra_core::inference::{InferenceConfig, infer_prepared, prepare_for_contract};
+use vertebra_core::volume::resample::{Grid, resample_nearest};
+use vertebra_reports::{
+    AlgorithmInfo, AnalysisFindings, InstanceIdentity, LesionFinding, SourceSeries,
+    VertebraFinding, build_seg, build_sr, write_part10,
+};
+
+use super::document::{
+    DISCLAIMER, InputInfo, ModelInfo, OutputFiles, ResultDocument, SCHEMA, SCHEMA_VERSION, Timings,
+    add_inference_timings, add_source_statistics, findings_sections,
+};
+use super::{Engine, EngineError};
+use crate::series::{LoadedSeries, Modality, SeriesOptions, load_series};
+use vertebra_export::runtime::OrtNetwork;
+
+/// Name of the result document in the output directory.
+pub const RESULT_FILE: &str = "result.json";
+/// Name of the label map.
+pub const LABEL_MAP_FILE: &str = "labels.nii.gz";
+/// Name of the DICOM Segmentation.
+pub const SEG_FILE: &str = "seg.dcm";
+/// Name of the TID 1500 Structured Report.
+pub const SR_FILE: &str = "sr.dcm";
+/// Series Number of the SEG series.
+pub const SEG_SERIES_NUMBER: u32 = 9901;
+/// Series Number of the SR series.
+pub const SR_SERIES_NUMBER: u32 = 9902;
+
+/// Where an analysis is, for progress displays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Reading and decoding the input.
+    Load,
+    /// Preprocessing.
+    Preprocess,
+    /// Network windows: done of total.
+    Windows {
+        /// Windows done.
+        done: usize,
+        /// Windows planned (an estimate before localisation: the whole-volume count).
+        total: usize,
+    },
+    /// Identification, post-processing and writing.
+    Finish,
+}
+
+/// Settings of one analysis.
+#[derive(Debug, Clone)]
+pub struct AnalyzeOptions {
+    /// Output directory (created; files in it are replaced).
+    pub out_dir: PathBuf,
+    /// Series loading checks.
+    pub series: SeriesOptions,
+    /// Write SEG + SR for DICOM input.
+    pub dicom_outputs: bool,
+    /// Identification of the algorithm in SEG/SR.
+    pub algorithm: AlgorithmInfo,
+    /// Content date `YYYYMMDD` and time `HHMMSS` of the SEG/SR (the caller's clock).
+    pub content_date_time: (String, String),
+}
+
+impl AnalyzeOptions {
+    /// Options writing to `out_dir`, with the engine's bundle as the algorithm and the current
+    /// UTC time as content date/time.
+    pub fn new(engine: &Engine, out_dir: &Path) -> Self {
+        let stamp = vertebra_export::manifest::rfc3339_utc(std::time::SystemTime::now());
+        let digits: String = stamp.chars().filter(char::is_ascii_digit).collect();
+        Self {
+            out_dir: out_dir.to_path_buf(),
+            series: SeriesOptions::default(),
+            dicom_outputs: true,
+            algorithm: AlgorithmInfo {
+                bundle_name: truncate(&engine.bundle.manifest.model.name, 64),
+                bundle_version: engine.bundle.manifest_sha256[..12].to_owned(),
+                manufacturer: "VertebraFormer Appliance Project".into(),
+                device_model: "VertebraFormer appliance".into(),
+                device_serial: hostname(),
+                software_version: format!("vertebrad {}", env!("CARGO_PKG_VERSION")),
+            },
+            content_date_time: (digits[..8].to_owned(), digits[8..14].to_owned()),
+        }
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| truncate(s.trim(), 64))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "UNKNOWN".into())
+}
+
+/// A DICOM object an analysis wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DicomOutput {
+    /// `seg` or `sr`.
+    pub kind: &'static str,
+    /// Its SOP Instance UID (derived from the series and the bundle: a re-run writes the same).
+    pub sop_instance_uid: String,
+    /// The file.
+    pub path: PathBuf,
+}
+
+/// A finished analysis.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    /// SEG and SR written (empty for NIfTI input or when none could be made).
+    pub dicom_outputs: Vec<DicomOutput>,
+    /// The result document (also written as `result.json`).
+    pub document: ResultDocument,
+    /// The label map on the source grid.
+    pub label_map: Volume<u8>,
+    /// The output directory.
+    pub out_dir: PathBuf,
+}
+
+impl Analysis {
+    /// Absolute path of an output file named in the document.
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.out_dir.join(file)
+    }
+}
+
+/// What was loaded.
+enum Loaded {
+    Dicom(LoadedSeries),
+    Nifti(Volume<f32>),
+}
+
+impl Loaded {
+    fn volume(&self) -> &Volume<f32> {
+        match self {
+            Loaded::Dicom(s) => &s.volume,
+            Loaded::Nifti(v) => v,
+        }
+    }
+}
+
+fn is_nifti(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase());
+    path.is_file()
+        && name.is_some_and(|n| {
+            std::path::Path::new(&n)
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("nii"))
+                || n.ends_with(".nii.gz")
+        })
+}
+
+fn load(input: &Path, opts: &SeriesOptions) -> Result<Loaded, EngineError> {
+    if !input.exists() {
+        return Err(EngineError::Input {
+            class: "not_found",
+            message: format!("{} does not exist", input.display()),
+        });
+    }
+    if is_nifti(input) {
+        let v = vertebra_core::nifti::read_f32(input).map_err(|e| EngineError::Input {
+            class: "nifti",
+            message: e.to_string(),
+        })?;
+        return Ok(Loaded::Nifti(v));
+    }
+    let s = load_series(input, opts).map_err(|e| EngineError::Input {
+        class: e.class(),
+        message: e.to_string(),
+    })?;
+    if s.modality != Modality::Ct {
+        return Err(EngineError::Input {
+            class: "unsupported_modality",
+            message: "MR series are accepted and stored but not analysed: the model bundle's \
+                      contract is a CT HU window and there is no validated MR intensity \
+                      normalisation yet"
+                .into(),
+        });
+    }
+    Ok(Loaded::Dicom(s))
+}
+
+fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
+    move |e| EngineError::Output(format!("{}: {e}", path.display()))
+}
+
+/// Writes `bytes` to `dir/name` through a temporary file and a rename.
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), EngineError> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes).map_err(write_err(&tmp))?;
+    let path = dir.join(name);
+    std::fs::rename(&tmp, &path).map_err(write_err(&path))
+}
+
+/// Analyses `input` (a DICOM series directory or a NIfTI file) with `engine` (see the module
+/// docs); `progress` is called as stages start and windows finish.
+///
+/// # Errors
+/// [`EngineError::Input`] with the loader's failure class, [`EngineError::Inference`],
+/// [`EngineError::Output`].
+pub fn analyze(
+    engine: &Engine,
+    input: &Path,
+    opts: &AnalyzeOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Analysis, EngineError> {
+    let started = Instant::now();
+    let mut timings = Timings::default();
+    let mut warnings = Vec::new();
+    progress(Progress::Load);
+    let t = Instant::now();
+    let loaded = load(input, &opts.series)?;
+    timings.load = t.elapsed().as_secs_f64();
+    if let Loaded::Dicom(s) = &loaded {
+        warnings.extend(s.warnings.iter().cloned());
+    }
+    let source = loaded.volume();
+    let manifest = &engine.bundle.manifest;
+    progress(Progress::Preprocess);
+    let t = Instant::now();
+    let prepared = prepare_for_contract(source, &manifest.contract)?;
+    timings.preprocess = t.elapsed().as_secs_f64();
+    let config = InferenceConfig {
+        overlap: manifest.inference.window_overlap,
+        batch: engine.config.batch,
+        localize: engine
+            .config
+            .localize
+            .then(vertebra_core::inference::LocateConfig::default),
+        ..InferenceConfig::default()
+    };
+    let whole = vertebra_core::inference::WindowPlan::new(
+        prepared.dims(),
+        manifest.contract.window,
+        manifest.contract.lesion_stride,
+        config.overlap,
+        None,
+    )?
+    .starts
+    .len();
+    let mut done = 0usize;
+    let mut on_windows = |b: usize| {
+        done += b;
+        progress(Progress::Windows {
+            done,
+            total: whole.max(done),
+        });
+    };
+    let inference = engine
+        .checkout(|sessions| {
+            let mut net = OrtNetwork::new(sessions, manifest, &mut on_windows);
+            infer_prepared(&mut net, &prepared, &config)
+        })
+        .map_err(|e| EngineError::Inference(e.to_string()))?;
+    progress(Progress::Finish);
+    add_inference_timings(&mut timings, &inference);
+    if let Some(l) = &inference.localization
+        && l.region.is_none()
+    {
+        warnings.push(l.note.clone());
+    }
+    let t = Instant::now();
+    let label_map = resample_nearest(&inference.findings.label_map(), &Grid::of(source), 0u8)?;
+    timings.resample_back = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    std::fs::create_dir_all(&opts.out_dir).map_err(write_err(&opts.out_dir))?;
+    let _ = std::fs::remove_file(opts.out_dir.join(RESULT_FILE));
+    let tmp_labels = opts.out_dir.join(format!(".{LABEL_MAP_FILE}.tmp.nii.gz"));
+    vertebra_core::nifti::write_labels(
+        &tmp_labels,
+        &label_map,
+        &vertebra_core::nifti::WriteOptions {
+            description: "vertebra labels; NOT FOR DIAGNOSTIC USE".into(),
+            ..Default::default()
+        },
+    )
+    .map_err(|e| EngineError::Output(e.to_string()))?;
+    let labels_path = opts.out_dir.join(LABEL_MAP_FILE);
+    std::fs::rename(&tmp_labels, &labels_path).map_err(write_err(&labels_path))?;
+    let (mut vertebrae, lesions) = findings_sections(&inference.findings);
+    add_source_statistics(&mut vertebrae, &label_map, source);
+    let mut files = OutputFiles {
+        label_map: LABEL_MAP_FILE.into(),
+        seg: None,
+        sr: None,
+    };
+    let mut dicom_outputs = Vec::new();
+    if let (Loaded::Dicom(series), true) = (&loaded, opts.dicom_outputs) {
+        match write_dicom_outputs(series, &inference.findings, &label_map, engine, opts) {
+            Ok(written) => {
+                dicom_outputs = written;
+                files.seg = Some(SEG_FILE.into());
+                files.sr = Some(SR_FILE.into());
+            }
+            Err(DicomOutputs::Empty) => warnings.push(
+                "no vertebra found: no SEG or SR written (a SEG needs at least one segment)".into(),
+            ),
+            Err(DicomOutputs::Unreferenceable(why)) => warnings.push(format!(
+                "no SEG or SR written: the source series cannot be referenced ({why})"
+            )),
+            Err(DicomOutputs::Failed(e)) => return Err(e),
+        }
+    }
+    let input_info = match &loaded {
+        Loaded::Dicom(s) => InputInfo {
+            kind: "dicom".into(),
+            modality: "CT".into(),
+            study_instance_uid: Some(s.study_instance_uid.clone()),
+            series_instance_uid: Some(s.series_instance_uid.clone()),
+            instances: s.files.len(),
+            dims: s.volume.dims(),
+            spacing_mm: s.volume.geometry().spacing,
+            transfer_syntaxes: s.transfer_syntaxes.clone(),
+            prepared_dims: prepared.dims(),
+        },
+        Loaded::Nifti(v) => InputInfo {
+            kind: "nifti".into(),
+            modality: "CT".into(),
+            study_instance_uid: None,
+            series_instance_uid: None,
+            instances: 1,
+            dims: v.dims(),
+            spacing_mm: v.geometry().spacing,
+            transfer_syntaxes: Vec::new(),
+            prepared_dims: prepared.dims(),
+        },
+    };
+    if let Some(w) = engine.bundle.demo_warning() {
+        warnings.push(w);
+    }
+    let mut document = ResultDocument {
+        schema: SCHEMA.into(),
+        schema_version: SCHEMA_VERSION,
+        disclaimer: DISCLAIMER.into(),
+        software_version: env!("CARGO_PKG_VERSION").into(),
+        model: ModelInfo {
+            name: manifest.model.name.clone(),
+            manifest_sha256: engine.bundle.manifest_sha256.clone(),
+            signed_by: format!("{} ({})", engine.bundle.key_name, engine.bundle.key_id),
+            demo: engine.bundle.demo,
+            precision: manifest.model.precision.clone(),
+            execution_provider: engine.provider.name().into(),
+        },
+        input: input_info,
+        localization: inference.localization.clone(),
+        windows: inference.outputs.windows,
+        id_source: inference.findings.id_source,
+        order_decoded: inference.findings.order_decoded,
+        vertebrae,
+        lesions,
+        timings_s: timings,
+        files,
+        warnings,
+    };
+    document.timings_s.write = t.elapsed().as_secs_f64();
+    document.timings_s.total = started.elapsed().as_secs_f64();
+    let json = serde_json::to_vec_pretty(&document)
+        .map_err(|e| EngineError::Output(format!("result document: {e}")))?;
+    write_atomic(&opts.out_dir, RESULT_FILE, &json)?;
+    Ok(Analysis {
+        dicom_outputs,
+        document,
+        label_map,
+        out_dir: opts.out_dir.clone(),
+    })
+}
+
+enum DicomOutputs {
+    /// No vertebra: a SEG needs a segment.
+    Empty,
+    /// The source cannot be referenced (e.g. an anonymised series without Study/Series
+    /// Instance UIDs): results stay valid, DICOM outputs cannot be made.
+    Unreferenceable(String),
+    Failed(EngineError),
+}
+
+/// SEG + SR for a DICOM input (see vertebra-reports).
+fn write_dicom_outputs(
+    series: &LoadedSeries,
+    findings: &vertebra_core::postprocess::CaseFindings,
+    label_map: &Volume<u8>,
+    engine: &Engine,
+    opts: &AnalyzeOptions,
+) -> Result<Vec<DicomOutput>, DicomOutputs> {
+    let fail = |m: String| DicomOutputs::Failed(EngineError::Output(m));
+    let present: std::collections::BTreeSet<u8> = label_map
+        .data()
+        .iter()
+        .copied()
+        .filter(|&l| l > 0)
+        .collect();
+    let mut vertebrae: Vec<VertebraFinding> = Vec::new();
+    for f in &findings.vertebrae {
+        if !present.contains(&f.vertebra.label())
+            || vertebrae.iter().any(|v| v.vertebra == f.vertebra)
+        {
+            continue;
+        }
+        let m = &f.measurement;
+        vertebrae.push(VertebraFinding {
+            vertebra: f.vertebra,
+            confidence: f.confidence.clamp(0.0, 1.0),
+            volume_mm3: m.volume_mm3,
+            centroid_lps: m.centroid_world,
+            mean_trabecular_hu: m.core_mean_hu,
+            heights_mm: m.heights.map(|h| vertebra_reports::BodyHeights {
+                anterior_mm: h.anterior_mm,
+                middle_mm: h.middle_mm,
+                posterior_mm: h.posterior_mm,
+                height_loss_ratio: m.height_loss.unwrap_or(0.0).clamp(0.0, 1.0),
+            }),
+            genant: m.genant,
+        });
+    }
+    if vertebrae.is_empty() {
+        return Err(DicomOutputs::Empty);
+    }
+    let vertebra_of = |id: u32| -> Option<Vertebra> {
+        findings
+            .vertebrae
+            .iter()
+            .find(|f| f.instance.id == id)
+            .map(|f| f.vertebra)
+            .filter(|v| vertebrae.iter().any(|x| x.vertebra == *v))
+    };
+    let lesions: Vec<LesionFinding> = findings
+        .lesions
+        .iter()
+        .filter_map(|l| {
+            Some(LesionFinding {
+                class: l.class,
+                vertebra: vertebra_of(l.instance?)?,
+                centre_lps: l.centre_world,
+                size_mm: Some(l.size_mm).filter(|s| s.iter().all(|&v| v > 0.0)),
+                score: l.score.clamp(0.0, 1.0),
+            })
+        })
+        .collect();
+    let numbering_confidence = vertebrae
+        .iter()
+        .map(|v| v.confidence)
+        .fold(1.0f64, f64::min);
+    let analysis = AnalysisFindings {
+        labels: label_map.clone(),
+        vertebrae,
+        lesions,
+        numbering_confidence,
+    };
+    let source = SourceSeries::from_files(&series.files)
+        .map_err(|e| DicomOutputs::Unreferenceable(e.to_string()))?;
+    let key = format!(
+        "vertebrad/analysis/{}/{}",
+        series.series_instance_uid, engine.bundle.manifest_sha256
+    );
+    let (date, time) = &opts.content_date_time;
+    let seg_id = InstanceIdentity::derived(&key, "seg", SEG_SERIES_NUMBER, date, time);
+    let sr_id = InstanceIdentity::derived(&key, "sr", SR_SERIES_NUMBER, date, time);
+    let seg = build_seg(&source, &analysis, &opts.algorithm, &seg_id)
+        .map_err(|e| fail(format!("SEG: {e}")))?;
+    let sr = build_sr(&source, &analysis, &opts.algorithm, &seg, &sr_id)
+        .map_err(|e| fail(format!("SR: {e}")))?;
+    let (seg_path, sr_path) = (opts.out_dir.join(SEG_FILE), opts.out_dir.join(SR_FILE));
+    write_part10(&seg, &seg_path).map_err(|e| fail(format!("SEG: {e}")))?;
+    write_part10(&sr, &sr_path).map_err(|e| fail(format!("SR: {e}")))?;
+    Ok(vec![
+        DicomOutput {
+            kind: "seg",
+            sop_instance_uid: seg_id.sop_instance_uid,
+            path: seg_path,
+        },
+        DicomOutput {
+            kind: "sr",
+            sop_instance_uid: sr_id.sop_instance_uid,
+            path: sr_path,
+        },
+    ])
+}

@@ -1,0 +1,306 @@
+//! The analysis worker: claims `analyze-series` jobs from the queue, runs the inference engine
+//! on the spooled series, stores the result and queues its SEG and SR for every enabled
+//! destination — in that order, so a crash at any point leaves either a job to redo (its
+//! lease runs out) or a stored result with its deliveries.
+//!
+//! ```text
+//! claim (lease) ─▶ series_files ─▶ engine::analyze (blocking thread; heartbeats meanwhile)
+//!   ├─ ok ─────────▶ save_result ─▶ add_output (seg, sr) ─▶ add_delivery × destinations ─▶ complete
+//!   ├─ input refused ─▶ save_result(rejected) ─▶ complete      (a re-run cannot help)
+//!   └─ other error ─▶ fail (back-off; dead after max attempts)
+//! ```
+//!
+//! Outputs go to `<results dir>/series-<id>/`. A re-run writes the same SOP Instance UIDs
+//! (derived from the series and the bundle), so the outbox does not duplicate them. Logs name
+//! jobs, series ids and error classes, never patient data.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::dicom::completion::ANALYZE_SERIES;
+use crate::engine::analyze::{Analysis, AnalyzeOptions, analyze};
+use crate::engine::{Engine, EngineError};
+use crate::store::queue::{Backoff, Job};
+use crate::store::{
+    LesionRecord, NewResult, OutputKind, ResultStatus, Store, Timings, VertebraRecord,
+};
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Lease owner name (host and process).
+    pub owner: String,
+    /// Job lease; heartbeats extend it every third of it.
+    pub lease: Duration,
+    /// Idle poll interval.
+    pub poll: Duration,
+    /// Where analysis outputs are written.
+    pub results_dir: PathBuf,
+    /// Back-off of failed attempts.
+    pub backoff: Backoff,
+}
+
+impl WorkerConfig {
+    /// Defaults under `state_dir`: a 5 min lease, 1 s polls, `results/`.
+    pub fn new(state_dir: &Path) -> Self {
+        Self {
+            owner: format!(
+                "{}:{}",
+                std::fs::read_to_string("/etc/hostname")
+                    .map_or_else(|_| "host".into(), |h| h.trim().to_owned()),
+                std::process::id()
+            ),
+            lease: Duration::from_secs(300),
+            poll: Duration::from_secs(1),
+            results_dir: state_dir.join("results"),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// Runs the worker until `shutdown` turns true (a job in progress finishes first).
+///
+/// Store errors are logged and retried after the poll interval.
+pub async fn run_worker(
+    store: Store,
+    engine: Arc<Engine>,
+    config: WorkerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    tracing::info!(owner = %config.owner, "analysis worker running");
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        match store.claim(&config.owner, config.lease).await {
+            Ok(Some(job)) => run_job(&store, &engine, &config, &job).await,
+            Ok(None) => {
+                tokio::select! {
+                    () = tokio::time::sleep(config.poll) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot claim a job; retrying");
+                tokio::time::sleep(config.poll).await;
+            }
+        }
+    }
+    tracing::info!("analysis worker stopped");
+}
+
+/// One job, start to finish (never returns an error: every outcome is recorded).
+pub async fn run_job(store: &Store, engine: &Arc<Engine>, config: &WorkerConfig, job: &Job) {
+    let outcome = process(store, engine, config, job).await;
+    let recorded = match outcome {
+        Ok(()) => store.complete(job).await.map(|()| "completed"),
+        Err(JobError::Permanent(why)) => {
+            tracing::warn!(job = job.id, reason = %why, "job failed permanently");
+            store.fail_permanently(job, &why).await.map(|()| "dead")
+        }
+        Err(JobError::Transient(why)) => {
+            tracing::warn!(job = job.id, reason = %why, "job failed; will retry");
+            store
+                .fail(job, &why, &config.backoff)
+                .await
+                .map(crate::store::queue::JobState::as_str)
+        }
+    };
+    match recorded {
+        Ok(state) => tracing::info!(job = job.id, state, "job finished"),
+        Err(e) => tracing::warn!(job = job.id, error = %e, "cannot record the job's outcome"),
+    }
+}
+
+enum JobError {
+    Permanent(String),
+    Transient(String),
+}
+
+fn transient(e: impl std::fmt::Display) -> JobError {
+    JobError::Transient(e.to_string())
+}
+
+async fn process(
+    store: &Store,
+    engine: &Arc<Engine>,
+    config: &WorkerConfig,
+    job: &Job,
+) -> Result<(), JobError> {
+    if job.kind != ANALYZE_SERIES {
+        return Err(JobError::Permanent(format!(
+            "unknown job kind {:?}",
+            job.kind
+        )));
+    }
+    let series_id = job
+        .series_id
+        .ok_or_else(|| JobError::Permanent("analysis job without a series".into()))?;
+    let series = store
+        .series_files(series_id)
+        .await
+        .map_err(transient)?
+        .ok_or_else(|| JobError::Permanent(format!("series {series_id} is not indexed")))?;
+    let dir = series
+        .files
+        .first()
+        .and_then(|f| Path::new(f).parent())
+        .map(Path::to_path_buf)
+        .ok_or_else(|| {
+            JobError::Permanent(format!("series {series_id} has no spooled files left"))
+        })?;
+    let out = config.results_dir.join(format!("series-{series_id}"));
+    let opts = AnalyzeOptions::new(engine, &out);
+    let engine2 = Arc::clone(engine);
+    let handle = tokio::task::spawn_blocking(move || analyze(&engine2, &dir, &opts, &mut |_| {}));
+    tokio::pin!(handle);
+    let mut beat = tokio::time::interval(config.lease / 3);
+    beat.tick().await;
+    let result = loop {
+        tokio::select! {
+            r = &mut handle => break r.map_err(|e| JobError::Transient(format!("analysis thread: {e}")))?,
+            _ = beat.tick() => {
+                if let Err(e) = store.heartbeat(job, config.lease).await {
+                    tracing::warn!(job = job.id, error = %e, "heartbeat failed");
+                }
+            }
+        }
+    };
+    let bundle = &engine.bundle;
+    match result {
+        Ok(analysis) => {
+            let record = result_record(series_id, job.id, engine, &analysis);
+            let result_id = store.save_result(&record).await.map_err(transient)?;
+            let destinations = store.enabled_destination_ids().await.map_err(transient)?;
+            for o in &analysis.dicom_outputs {
+                let kind = if o.kind == "seg" {
+                    OutputKind::Seg
+                } else {
+                    OutputKind::Sr
+                };
+                let output = store
+                    .add_output(
+                        result_id,
+                        kind,
+                        &o.sop_instance_uid,
+                        &o.path.to_string_lossy(),
+                    )
+                    .await
+                    .map_err(transient)?;
+                for &d in &destinations {
+                    store.add_delivery(output, d).await.map_err(transient)?;
+                }
+            }
+            tracing::info!(
+                job = job.id,
+                series = series_id,
+                vertebrae = analysis.document.vertebrae.len(),
+                lesions = analysis.document.lesions.len(),
+                outputs = analysis.dicom_outputs.len(),
+                destinations = destinations.len(),
+                seconds = analysis.document.timings_s.total,
+                "analysis stored"
+            );
+            Ok(())
+        }
+        Err(e @ EngineError::Input { .. }) => {
+            tracing::warn!(
+                job = job.id,
+                series = series_id,
+                class = e.class(),
+                "series not analysable"
+            );
+            let record = NewResult {
+                series_id,
+                job_id: Some(job.id),
+                bundle_id: bundle.manifest.model.name.clone(),
+                bundle_version: bundle.manifest_sha256[..12].to_owned(),
+                status: ResultStatus::Rejected,
+                timings: Timings::default(),
+                vertebrae: Vec::new(),
+                lesions: Vec::new(),
+            };
+            store.save_result(&record).await.map_err(transient)?;
+            Ok(())
+        }
+        Err(e) if e.is_permanent() => Err(JobError::Permanent(format!("[{}] {e}", e.class()))),
+        Err(e) => Err(JobError::Transient(format!("[{}] {e}", e.class()))),
+    }
+}
+
+fn ms(s: f64) -> u64 {
+    (s * 1000.0).round().max(0.0) as u64
+}
+
+/// The store's record of an analysis (one row per label; lesions with their vertebra).
+fn result_record(series_id: i64, job_id: i64, engine: &Engine, a: &Analysis) -> NewResult {
+    let d = &a.document;
+    let t = &d.timings_s;
+    let mut vertebrae: Vec<VertebraRecord> = Vec::new();
+    for v in &d.vertebrae {
+        let (Some(bbox), Some(mean_hu)) = (v.bbox_source_voxels, v.mean_hu) else {
+            continue;
+        };
+        if vertebrae.iter().any(|r| r.label == i32::from(v.label)) {
+            continue;
+        }
+        let ratio = |h: f64| {
+            v.heights
+                .filter(|x| x.posterior_mm > 0.0)
+                .map(|x| h / x.posterior_mm)
+        };
+        vertebrae.push(VertebraRecord {
+            label: i32::from(v.label),
+            centroid_x: v.centroid_lps_mm[0],
+            centroid_y: v.centroid_lps_mm[1],
+            centroid_z: v.centroid_lps_mm[2],
+            volume_mm3: v.volume_mm3,
+            bbox_min_x: bbox[0][0] as i32,
+            bbox_min_y: bbox[0][1] as i32,
+            bbox_min_z: bbox[0][2] as i32,
+            bbox_max_x: bbox[1][0] as i32,
+            bbox_max_y: bbox[1][1] as i32,
+            bbox_max_z: bbox[1][2] as i32,
+            mean_hu,
+            anterior_height_ratio: v.heights.and_then(|h| ratio(h.anterior_mm)),
+            middle_height_ratio: v.heights.and_then(|h| ratio(h.middle_mm)),
+            genant_grade: v.genant_grade.map(i32::from),
+            confidence: v.confidence.clamp(0.0, 1.0),
+        });
+    }
+    let lesions = d
+        .lesions
+        .iter()
+        .map(|l| LesionRecord {
+            class: l.class.clone(),
+            center_x: l.centre_lps_mm[0],
+            center_y: l.centre_lps_mm[1],
+            center_z: l.centre_lps_mm[2],
+            size_mm: l.size_mm.iter().copied().fold(0.0, f64::max),
+            score: l.score.clamp(0.0, 1.0),
+            vertebra_label: l.vertebra.as_deref().and_then(|n| {
+                d.vertebrae
+                    .iter()
+                    .find(|v| v.name == n)
+                    .map(|v| i32::from(v.label))
+            }),
+        })
+        .collect();
+    NewResult {
+        series_id,
+        job_id: Some(job_id),
+        bundle_id: engine.bundle.manifest.model.name.clone(),
+        bundle_version: engine.bundle.manifest_sha256[..12].to_owned(),
+        status: ResultStatus::Succeeded,
+        timings: Timings {
+            preprocess_ms: ms(t.load + t.preprocess),
+            inference_ms: ms(t.localize + t.windows + t.identification),
+            postprocess_ms: ms(t.postprocess + t.resample_back + t.write),
+        },
+        vertebrae,
+        lesions,
+    }
+}
