@@ -476,7 +476,7 @@ async fn two_daemons_on_one_database_split_a_batch_of_20_studies() {
     .await
     .unwrap();
     assert_eq!((jobs, once, results, series), (20, 20, 20, 20));
-    let count = |d: &Path| std::fs::read_dir(d.join("state/results")).map_or(0, |r| r.count());
+    let count = |d: &Path| std::fs::read_dir(d.join("state/results")).map_or(0, Iterator::count);
     let (na, nb) = (count(&a_dir), count(&b_dir));
     assert_eq!(na + nb, 20, "a {na}, b {nb}");
     assert!(na > 0 && nb > 0, "both workers take jobs: a {na}, b {nb}");
