@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 out=${VERTEBRA_DEMO_OUT:-$repo/out/demo}
 seed=${VERTEBRA_DEMO_SEED:-2026}
+slices=${VERTEBRA_DEMO_SLICES:-}   # default: enough for T11–L5 at 1.25 mm
 timeout_s=${VERTEBRA_DEMO_TIMEOUT:-600}
 say() { echo "[demo] $*"; }
 fail() { echo "[demo] FAILED: $*" >&2; exit 1; }
@@ -32,7 +33,8 @@ rm -rf "$out"
 mkdir -p "$out/pacs" "$out/state" "$out/logs"
 say "generating the phantom study (seed $seed, T11–L5, 512×512 slices, 3 lesions) into $out/study"
 "$bin/vertebra-phantom" study --seed "$seed" --from T11 --to L5 --domain ct-standard \
-  --in-plane 512 --lesions 3 --format dicom --out "$out/study" > "$out/logs/phantom.txt"
+  --in-plane 512 ${slices:+--slices "$slices"} --lesions 3 --format dicom --out "$out/study" \
+  > "$out/logs/phantom.txt"
 sed -n '1,12p' "$out/logs/phantom.txt"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -115,9 +117,10 @@ while :; do
   sleep 1
 done
 t_done=$(date +%s.%N)
+rss_kb=$(grep VmHWM "/proc/${pids[-1]}/status" | awk '{print $2}')
 echo
 result=$(ls -d "$out"/state/results/series-*/ | head -1)
-say "SEG and SR received by the PACS $(python3 -c "print(f'{$t_done - $t_sent:.1f}')") s after the last image (includes the 3 s series-stable wait)"
+say "SEG and SR received by the PACS $(python3 -c "print(f'{$t_done - $t_sent:.1f}')") s after the last image (includes the 3 s series-stable wait); vertebrad peak RSS $(python3 -c "print(f'{$rss_kb / 1048576:.2f}')") GiB"
 echo
 echo "NOT FOR DIAGNOSTIC USE — synthetic data, demonstration model (signed with the DEMO key)."
 python3 scripts/demo_report.py "$out/study/truth.json" "$result/result.json"

@@ -154,6 +154,11 @@ fn setup_database(dir: &Path, database: &str, pacs_port: u16) {
 
 /// Starts `vertebrad serve` with its state (and log) in `dir`.
 fn start_daemon(dir: &Path, database: &str) -> (Running, u16) {
+    start_daemon_with(dir, database, "")
+}
+
+/// [`start_daemon`] with extra `[forward]` keys.
+fn start_daemon_with(dir: &Path, database: &str, forward_extra: &str) -> (Running, u16) {
     std::fs::create_dir_all(dir).unwrap();
     let state = dir.join("state");
     let config = dir.join("vertebrad.toml");
@@ -177,6 +182,7 @@ intra_threads = 2
 [forward]
 calling_ae_title = "VERTEBRA"
 poll_interval_s = 0.5
+{forward_extra}
 "#,
             repo().join("models/demo-bundle").display(),
             repo().join("keys").display()
@@ -480,4 +486,85 @@ async fn two_daemons_on_one_database_split_a_batch_of_20_studies() {
     let (na, nb) = (count(&a_dir), count(&b_dir));
     assert_eq!(na + nb, 20, "a {na}, b {nb}");
     assert!(na > 0 && nb > 0, "both workers take jobs: a {na}, b {nb}");
+}
+
+/// The PACS is down when the result is ready: deliveries back off (attempts grow, nothing is
+/// lost) and all arrive once it is up.
+#[tokio::test(flavor = "multi_thread")]
+async fn results_wait_for_a_pacs_that_is_down_and_then_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = support::fresh_pg_database().await;
+    let pacs_dir = dir.path().join("pacs");
+    std::fs::create_dir_all(&pacs_dir).unwrap();
+    let pacs_port = free_port();
+    setup_database(dir.path(), &database, pacs_port);
+    let (_daemon, port) = start_daemon_with(
+        dir.path(),
+        &database,
+        "backoff_base_s = 1.0\nbackoff_max_s = 2.0\nmax_attempts = 100",
+    );
+    send(port, &phantom_series(dir.path(), 9, 128), &[]);
+    let mut db = sqlx::PgConnection::connect(&database).await.unwrap();
+    let started = Instant::now();
+    loop {
+        let failed_attempts: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MIN(attempts), 0)::BIGINT FROM deliveries WHERE state = 'pending'",
+        )
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+        let pending: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")
+                .fetch_one(&mut db)
+                .await
+                .unwrap();
+        if pending == 2 && failed_attempts >= 2 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "deliveries did not retry against the down PACS ({pending} pending, {failed_attempts} attempts); log:\n{}",
+            std::fs::read_to_string(dir.path().join("vertebrad.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let last_error: Option<String> = sqlx::query_scalar("SELECT MAX(last_error) FROM deliveries")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert!(
+        last_error.is_some_and(|e| !e.is_empty()),
+        "the failure is recorded"
+    );
+    // The PACS comes up on its port: both objects arrive, the deliveries are delivered.
+    let child = Command::new(dcmtk("storescp"))
+        .args(["-aet", "PACS", "-od"])
+        .arg(&pacs_dir)
+        .arg(pacs_port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting storescp");
+    let _pacs = Running(child);
+    wait_for_outputs(
+        &pacs_dir,
+        &dir.path().join("vertebrad.log"),
+        Duration::from_secs(60),
+    );
+    let started = Instant::now();
+    loop {
+        let delivered: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'")
+                .fetch_one(&mut db)
+                .await
+                .unwrap();
+        if delivered == 2 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{delivered} delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
