@@ -7,13 +7,18 @@
 //!    which the voxel is bone (≥ [`LocateConfig::bone_hu`], 150 HU: cancellous vertebral bone
 //!    is 150–400 HU, cortical more). The spine is the one bony structure present in nearly
 //!    every slice of a spine CT; ribs, pelvis and skull are short along z at any `(x, y)`.
-//! 2. **Column candidates.** Positions whose count reaches [`LocateConfig::column_fraction`]
+//! 2. **Bone mass.** The counts summed over a square of ±[`LocateConfig::mass_radius_mm`]
+//!    (15 mm) around each position. A thin dense tube present in every slice — a
+//!    contrast-filled aorta reaches 200–400 HU — has a high count but little mass; the spine's
+//!    body, pedicles and posterior elements together have the most, even where the column
+//!    curves and no single position is bone in every slice.
+//! 3. **Column candidates.** Positions whose mass reaches [`LocateConfig::column_fraction`]
 //!    of the maximum form 2-D connected components (4-connectivity). Components wider than
 //!    [`LocateConfig::max_width_mm`] along x are rejected as table- or bed-like (a patient
 //!    table is constant along z too but spans the patient's width); the component with the
-//!    largest summed count is the column.
-//! 3. **Region.** The column's in-plane bounding box, widened by
-//!    [`LocateConfig::margin_mm`] on every side (posterior elements, transverse processes and
+//!    largest summed mass is the column.
+//! 4. **Region.** The column's in-plane bounding box, widened by
+//!    [`LocateConfig::margin_mm`] (60 mm) on every side (posterior elements, transverse processes and
 //!    a curved spine whose column count falls below the fraction in some slices); along z,
 //!    the slices that hold any bone inside that box, widened by the same margin.
 //!
@@ -32,7 +37,9 @@ use super::window::VoxelRegion;
 pub struct LocateConfig {
     /// Bone threshold in HU.
     pub bone_hu: f32,
-    /// Fraction of the maximum column count that makes a column candidate.
+    /// Half side (mm) of the square over which column counts are summed into bone mass.
+    pub mass_radius_mm: f64,
+    /// Fraction of the maximum bone mass that makes a column candidate.
     pub column_fraction: f64,
     /// Candidates wider than this along x (mm) are table-like and rejected.
     pub max_width_mm: f64,
@@ -46,9 +53,10 @@ impl Default for LocateConfig {
     fn default() -> Self {
         Self {
             bone_hu: 150.0,
+            mass_radius_mm: 15.0,
             column_fraction: 0.5,
             max_width_mm: 160.0,
-            margin_mm: 40.0,
+            margin_mm: 60.0,
             min_column_mm: 20.0,
         }
     }
@@ -72,6 +80,7 @@ pub struct SpineLocalization {
 pub fn locate_spine(image: &Volume<f32>, config: &LocateConfig) -> Result<SpineLocalization> {
     let valid = (config.column_fraction > 0.0 && config.column_fraction <= 1.0)
         && config.margin_mm >= 0.0
+        && config.mass_radius_mm >= 0.0
         && config.max_width_mm > 0.0
         && config.min_column_mm >= 0.0;
     if !valid {
@@ -107,15 +116,41 @@ pub fn locate_spine(image: &Volume<f32>, config: &LocateConfig) -> Result<SpineL
             config.bone_hu, config.min_column_mm
         )));
     }
-    // 2. Candidates.
-    let cut = (f64::from(max) * config.column_fraction).ceil() as u32;
+    // 2. Bone mass around each position: the column count summed over a square of
+    //    ±mass_radius_mm (an integral image). A thin dense tube present in every slice (a
+    //    contrast-filled aorta reaches 200–400 HU) has a high count but little mass; the spine
+    //    (body, pedicles, posterior elements) has the most.
+    let r = (config.mass_radius_mm / spacing[0].min(spacing[1]))
+        .round()
+        .max(0.0) as usize;
+    let mut integral = vec![0u64; (nx + 1) * (ny + 1)];
+    for y in 0..ny {
+        let mut row = 0u64;
+        for x in 0..nx {
+            row += u64::from(count[y * nx + x]);
+            integral[(y + 1) * (nx + 1) + x + 1] = integral[y * (nx + 1) + x + 1] + row;
+        }
+    }
+    let mass: Vec<u64> = (0..nx * ny)
+        .map(|i| {
+            let (x, y) = (i % nx, i / nx);
+            let (x0, x1) = (x.saturating_sub(r), (x + r + 1).min(nx));
+            let (y0, y1) = (y.saturating_sub(r), (y + r + 1).min(ny));
+            integral[y1 * (nx + 1) + x1] + integral[y0 * (nx + 1) + x0]
+                - integral[y0 * (nx + 1) + x1]
+                - integral[y1 * (nx + 1) + x0]
+        })
+        .collect();
+    let max_mass = mass.iter().copied().max().unwrap_or(0);
+    // 3. Candidates.
+    let cut = (max_mass as f64 * config.column_fraction).ceil() as u64;
     let mut component = vec![u32::MAX; nx * ny];
     let mut best: Option<(u64, [usize; 4])> = None;
     let mut rejected_wide = 0usize;
     let mut stack = Vec::new();
     let mut next = 0u32;
     for start in 0..nx * ny {
-        if count[start] < cut || component[start] != u32::MAX {
+        if mass[start] < cut || component[start] != u32::MAX {
             continue;
         }
         let id = next;
@@ -125,10 +160,10 @@ pub fn locate_spine(image: &Volume<f32>, config: &LocateConfig) -> Result<SpineL
         let (mut sum, mut bb) = (0u64, [usize::MAX, 0, usize::MAX, 0]);
         while let Some(i) = stack.pop() {
             let (x, y) = (i % nx, i / nx);
-            sum += u64::from(count[i]);
+            sum += mass[i];
             bb = [bb[0].min(x), bb[1].max(x), bb[2].min(y), bb[3].max(y)];
             let mut visit = |j: usize| {
-                if count[j] >= cut && component[j] == u32::MAX {
+                if mass[j] >= cut && component[j] == u32::MAX {
                     component[j] = id;
                     stack.push(j);
                 }
@@ -162,7 +197,7 @@ pub fn locate_spine(image: &Volume<f32>, config: &LocateConfig) -> Result<SpineL
             config.max_width_mm
         )));
     };
-    // 3. Region.
+    // 4. Region.
     let margin = |a: usize| (config.margin_mm / spacing[a]).ceil() as usize;
     let lo_x = bb[0].saturating_sub(margin(0));
     let hi_x = (bb[1] + 1 + margin(0)).min(nx);
@@ -233,11 +268,43 @@ mod tests {
         for table in [false, true] {
             let loc = locate_spine(&scene(table), &LocateConfig::default()).unwrap();
             let r = loc.region.expect("a region");
-            // Column x 24..=36, y 54..=66; margin 40 mm = 20 voxels.
-            assert_eq!(r.lo, [4, 34, 0], "table {table}");
-            assert_eq!(r.hi, [57, 87, 80], "table {table}");
-            assert!(loc.fraction_of_volume < 0.25, "{}", loc.note);
+            // Column x 24..=36, y 54..=66 plus the 60 mm (30 voxel) margin, all slices.
+            assert!(r.lo[0] == 0 && r.lo[1] <= 24 && r.lo[2] == 0, "{r:?}");
+            assert!(r.hi[0] >= 67 && r.hi[1] >= 97 && r.hi[2] == 80, "{r:?}");
+            // Not the table: the region stays narrow along x.
+            assert!(r.hi[0] - r.lo[0] < 100, "table {table}: {r:?}");
+            assert!(loc.fraction_of_volume < 0.7, "{}", loc.note);
         }
+    }
+
+    #[test]
+    fn a_contrast_filled_aorta_does_not_outweigh_the_spine() {
+        // Spine: radius 8 voxels at (60, 60), bone in 4 of every 5 slices (discs); aorta:
+        // radius 3 at (62, 25), 300 HU in every slice — the higher column count.
+        let g = Geometry::axis_aligned([2.0; 3], [0.0; 3]);
+        let (nx, ny, nz) = (120, 100, 80);
+        let mut v = Volume::filled([nx, ny, nz], normalize_hu(-1000.0), g).unwrap();
+        for z in 0..nz {
+            for y in 0..ny {
+                for x in 0..nx {
+                    let d2 = |cx: f64, cy: f64| (x as f64 - cx).powi(2) + (y as f64 - cy).powi(2);
+                    let hu = if d2(60.0, 60.0) <= 64.0 && z % 5 != 0 {
+                        400.0
+                    } else if d2(62.0, 25.0) <= 9.0 {
+                        300.0
+                    } else {
+                        continue;
+                    };
+                    let i = v.index(x, y, z);
+                    v.data_mut()[i] = normalize_hu(hu);
+                }
+            }
+        }
+        let loc = locate_spine(&v, &LocateConfig::default()).unwrap();
+        let r = loc.region.expect("a region");
+        let centre_y = (r.lo[1] + r.hi[1]) / 2;
+        assert!((52..=68).contains(&centre_y), "{r:?}: {}", loc.note);
+        assert!(r.lo[1] <= 22 && r.hi[1] >= 98, "spine plus margin: {r:?}");
     }
 
     #[test]
