@@ -14,7 +14,10 @@ cargo build --quiet --profile "$profile" -p vertebrad -p vertebra-core --bin ver
 dir=${CARGO_TARGET_DIR:-target}/$([ "$profile" = dev ] && echo debug || echo "$profile")
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 for slices in 300 600; do
-  "$dir/vertebra-phantom" study --seed 42 --region whole --in-plane 512 --slices "$slices" \
+  # 300 slices at 1.25 mm image T6–L5; 600 the whole column C1–L5.
+  range=$([ "$slices" = 300 ] && echo "--from T6 --to L5" || echo "--region whole")
+  # shellcheck disable=SC2086
+  "$dir/vertebra-phantom" study --seed 42 $range --in-plane 512 --slices "$slices" \
     --lesions 2 --format dicom --out "$work/s$slices" > /dev/null
   /usr/bin/time -v "$dir/vertebrad" analyze "$work/s$slices/dicom" --bundle models/demo-bundle \
     --trusted-keys keys --out "$work/o$slices" --quiet > "$work/summary$slices.txt" 2> "$work/time$slices.txt"

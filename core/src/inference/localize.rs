@@ -8,8 +8,10 @@
 //!    is 150–400 HU, cortical more). The spine is the one bony structure present in nearly
 //!    every slice of a spine CT; ribs, pelvis and skull are short along z at any `(x, y)`.
 //! 2. **Bone mass.** The counts summed over a square of ±[`LocateConfig::mass_radius_mm`]
-//!    (15 mm) around each position. A thin dense tube present in every slice — a
-//!    contrast-filled aorta reaches 200–400 HU — has a high count but little mass; the spine's
+//!    (15 mm) around each position. A thin dense structure present in every slice — the edge
+//!    of a patient table (it outweighed the curved spine in a 300-slice phantom before this
+//!    step existed), a contrast-filled aorta at 200–400 HU — has a high count but little
+//!    mass; the spine's
 //!    body, pedicles and posterior elements together have the most, even where the column
 //!    curves and no single position is bone in every slice.
 //! 3. **Column candidates.** Positions whose mass reaches [`LocateConfig::column_fraction`]
@@ -117,9 +119,9 @@ pub fn locate_spine(image: &Volume<f32>, config: &LocateConfig) -> Result<SpineL
         )));
     }
     // 2. Bone mass around each position: the column count summed over a square of
-    //    ±mass_radius_mm (an integral image). A thin dense tube present in every slice (a
-    //    contrast-filled aorta reaches 200–400 HU) has a high count but little mass; the spine
-    //    (body, pedicles, posterior elements) has the most.
+    //    ±mass_radius_mm (an integral image). A thin dense structure present in every slice
+    //    (the edge of a patient table; a contrast-filled aorta reaches 200–400 HU) has a high
+    //    count but little mass; the spine (body, pedicles, posterior elements) has the most.
     let r = (config.mass_radius_mm / spacing[0].min(spacing[1]))
         .round()
         .max(0.0) as usize;
