@@ -304,7 +304,7 @@ mod tests {
         }
         let loc = locate_spine(&v, &LocateConfig::default()).unwrap();
         let r = loc.region.expect("a region");
-        let centre_y = (r.lo[1] + r.hi[1]) / 2;
+        let centre_y = r.lo[1].midpoint(r.hi[1]);
         assert!((52..=68).contains(&centre_y), "{r:?}: {}", loc.note);
         assert!(r.lo[1] <= 22 && r.hi[1] >= 98, "spine plus margin: {r:?}");
     }
