@@ -376,13 +376,17 @@ async fn a_phantom_study_goes_from_storescu_through_vertebrad_on_postgresql_to_s
 #[tokio::test(flavor = "multi_thread")]
 async fn the_real_jpeg2000_series_goes_through_the_chain() {
     let dir = tempfile::tempdir().unwrap();
-    let real = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data/real/totalsegmentator-example-dicom");
-    assert!(real.is_dir(), "{} is missing", real.display());
+    // The shared real-data folder, as the series and reports tests find it.
+    let real = Path::new("/work/shared/data/real/totalsegmentator-example-dicom");
+    assert!(
+        real.is_dir(),
+        "{} is missing (see /work/shared/data/real/README.md)",
+        real.display()
+    );
     let study = dir.path().join("real");
     std::fs::create_dir_all(&study).unwrap();
     let mut files = Vec::new();
-    for f in std::fs::read_dir(&real).unwrap() {
+    for f in std::fs::read_dir(real).unwrap() {
         let f = f.unwrap().path();
         let to = study.join(f.file_name().unwrap());
         std::fs::copy(&f, &to).unwrap();
