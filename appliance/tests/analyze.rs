@@ -2,6 +2,10 @@
 //! Runtime library (scripts/provision-onnxruntime.sh), synthetic phantom series written by
 //! vertebra-core, every failure class with its exit code.
 
+mod support;
+
+use support::{ort_library, repo};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -10,34 +14,12 @@ use vertebra_core::anatomy::Vertebra;
 use vertebra_core::dicom_series::{SeriesMeta, write_ct_series};
 use vertebra_core::phantom::{self, LesionPlan, PhantomSpec, domain};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn bundle() -> PathBuf {
     repo().join("models/demo-bundle")
 }
 
 fn keys() -> PathBuf {
     repo().join("keys")
-}
-
-/// The ONNX Runtime library the tests use: ORT_DYLIB_PATH or the provisioned cache.
-fn ort_library() -> PathBuf {
-    let p = std::env::var_os("ORT_DYLIB_PATH")
-        .map(PathBuf::from)
-        .or_else(|| {
-            vertebra_export::runtime::standard_locations()
-                .into_iter()
-                .find(|p| p.is_file())
-        })
-        .unwrap_or_default();
-    assert!(
-        p.is_file(),
-        "the ONNX Runtime library is missing: run scripts/provision-onnxruntime.sh (or set \
-         ORT_DYLIB_PATH)"
-    );
-    p
 }
 
 fn vertebrad(args: &[&str]) -> Output {

@@ -8,6 +8,8 @@
 
 mod support;
 
+use support::{ort_library, repo, venv_python};
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -19,26 +21,6 @@ use vertebra_core::anatomy::Vertebra;
 use vertebra_core::dicom_series::{SeriesMeta, write_ct_series};
 use vertebra_core::phantom::{self, LesionPlan, PhantomSpec, domain};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn ort_library() -> PathBuf {
-    let p = std::env::var_os("ORT_DYLIB_PATH")
-        .map(PathBuf::from)
-        .or_else(|| {
-            vertebra_export::runtime::standard_locations()
-                .into_iter()
-                .find(|p| p.is_file())
-        })
-        .unwrap_or_default();
-    assert!(
-        p.is_file(),
-        "the ONNX Runtime library is missing: run scripts/provision-onnxruntime.sh"
-    );
-    p
-}
-
 fn dcmtk(tool: &str) -> PathBuf {
     let p = Path::new("/usr/bin").join(tool);
     assert!(
@@ -46,23 +28,6 @@ fn dcmtk(tool: &str) -> PathBuf {
         "DCMTK's {tool} is missing: run scripts/provision-system.sh (installs dcmtk)"
     );
     p
-}
-
-fn venv_python() -> PathBuf {
-    let venv = std::env::var_os("VERTEBRA_VENV")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|c| Path::new(&c).join("vertebra/venv")))
-        .unwrap_or_else(|| {
-            Path::new(&std::env::var_os("HOME").expect("HOME is not set"))
-                .join(".cache/vertebra/venv")
-        });
-    let py = venv.join("bin/python");
-    assert!(
-        py.is_file(),
-        "{} is missing: run scripts/provision-python.sh",
-        py.display()
-    );
-    py
 }
 
 fn free_port() -> u16 {

@@ -6,6 +6,10 @@
 //!
 //! A missing tool fails the test with instructions: nothing is skipped silently.
 
+mod support;
+
+use support::venv_python;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,24 +38,6 @@ fn dcmtk(tool: &str) -> PathBuf {
         }
     }
     panic!("DCMTK's {tool} is missing: run scripts/provision-system.sh (installs dcmtk)");
-}
-
-/// The reference venv's Python (same rule as scripts/provision-python.sh).
-fn venv_python() -> PathBuf {
-    let venv = std::env::var_os("VERTEBRA_VENV")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|c| Path::new(&c).join("vertebra/venv")))
-        .unwrap_or_else(|| {
-            Path::new(&std::env::var_os("HOME").expect("HOME is not set"))
-                .join(".cache/vertebra/venv")
-        });
-    let py = venv.join("bin/python");
-    assert!(
-        py.is_file(),
-        "{} is missing: run scripts/provision-python.sh (or set VERTEBRA_VENV)",
-        py.display()
-    );
-    py
 }
 
 fn run(cmd: &mut Command) {

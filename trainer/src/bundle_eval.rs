@@ -24,7 +24,9 @@ use vertebra_export::signing::TrustedKeys;
 use crate::evaluate::{Evaluation, aggregate, prepared_case_metrics};
 use crate::preprocess::prepare;
 use crate::run::RunConfig;
-use crate::studies::{CaseRun, StudyOptions, evaluate_case, load_model, phantom_case};
+use crate::studies::{
+    CaseRun, StudyOptions, evaluate_case, held_out_set, load_model, phantom_case, test_count,
+};
 use crate::{Error, Result};
 
 /// Where the bundle and ONNX Runtime are.
@@ -127,15 +129,7 @@ pub fn evaluate_bundle(
     options: &StudyOptions,
 ) -> Result<BundleComparison> {
     let recipe = RunConfig::load(&run_dir.join("recipe.json"))?;
-    let set = match set_name {
-        "test" => &recipe.data.test,
-        "val" => &recipe.data.val,
-        other => {
-            return Err(Error::InvalidArgument(format!(
-                "--set {other:?}: use test or val"
-            )));
-        }
-    };
+    let set = held_out_set(&recipe, set_name)?;
     let (model, config) = load_model(run_dir, checkpoint)?;
     let (bundle, mut sessions) = open_bundle(src)?;
     let m = &bundle.manifest;
@@ -145,7 +139,7 @@ pub fn evaluate_bundle(
             m.contract.window, m.contract.spacing_mm, config.window, config.spacing_mm
         )));
     }
-    let n = options.max_cases.map_or(set.len(), |c| c.min(set.len()));
+    let n = test_count(set, options);
     let (mut burn_cases, mut ort_cases) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let t0 = Instant::now();
     for k in 0..n {

@@ -217,8 +217,22 @@ pub fn evaluate_case(
     Ok((metrics, prepared, inference))
 }
 
+/// The recipe's held-out phantom set named `set_name` (`test` or `val`).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for another name.
+pub fn held_out_set<'a>(recipe: &'a RunConfig, set_name: &str) -> Result<&'a PhantomSet> {
+    match set_name {
+        "test" => Ok(&recipe.data.test),
+        "val" => Ok(&recipe.data.val),
+        other => Err(Error::InvalidArgument(format!(
+            "--set {other:?}: use test or val"
+        ))),
+    }
+}
+
 /// Number of test cases to use.
-fn test_count(set: &PhantomSet, options: &StudyOptions) -> usize {
+pub(crate) fn test_count(set: &PhantomSet, options: &StudyOptions) -> usize {
     options.max_cases.map_or(set.len(), |m| m.min(set.len()))
 }
 
@@ -388,15 +402,7 @@ pub fn evaluate_run(
     options: &StudyOptions,
 ) -> Result<EvalOutput> {
     let recipe = RunConfig::load(&run_dir.join("recipe.json"))?;
-    let set = match set_name {
-        "test" => &recipe.data.test,
-        "val" => &recipe.data.val,
-        other => {
-            return Err(Error::InvalidArgument(format!(
-                "--set {other:?}: use test or val"
-            )));
-        }
-    };
+    let set = held_out_set(&recipe, set_name)?;
     let (model, config) = load_model(run_dir, checkpoint)?;
     let n = test_count(set, options);
     let mut cases = Vec::with_capacity(n);

@@ -273,3 +273,44 @@ fn pg_bindir() -> Result<PathBuf, String> {
         .map(|(_, bin)| bin)
         .ok_or_else(|| format!("no PostgreSQL server under {}", base.display()))
 }
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The ONNX Runtime library the tests use: `ORT_DYLIB_PATH` or the provisioned cache.
+pub fn ort_library() -> PathBuf {
+    let p = std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .or_else(|| {
+            vertebra_export::runtime::standard_locations()
+                .into_iter()
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_default();
+    assert!(
+        p.is_file(),
+        "the ONNX Runtime library is missing: run scripts/provision-onnxruntime.sh (or set \
+         ORT_DYLIB_PATH)"
+    );
+    p
+}
+
+/// The reference venv's Python (same rule as scripts/provision-python.sh).
+pub fn venv_python() -> PathBuf {
+    let venv = std::env::var_os("VERTEBRA_VENV")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|c| Path::new(&c).join("vertebra/venv")))
+        .unwrap_or_else(|| {
+            Path::new(&std::env::var_os("HOME").expect("HOME is not set"))
+                .join(".cache/vertebra/venv")
+        });
+    let py = venv.join("bin/python");
+    assert!(
+        py.is_file(),
+        "{} is missing: run scripts/provision-python.sh (or set VERTEBRA_VENV)",
+        py.display()
+    );
+    py
+}
