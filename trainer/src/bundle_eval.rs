@@ -3,7 +3,7 @@
 //! inference (same `vertebra_core::inference` path, same `vertebra_export::runtime` network)
 //! gives the trainer's numbers.
 //!
-//! For every held-out case: one preparation ([`prepare`]), then
+//! For every held-out case: one preparation (`crate::preprocess::prepare`), then
 //! `vertebra_core::inference::infer_prepared` twice — with the Burn network
 //! ([`evaluate_case`]) and with the bundle's graphs ([`OrtNetwork`]) — and the same metrics
 //! ([`prepared_case_metrics`]). The report lists both aggregates and their difference per
@@ -22,7 +22,6 @@ use vertebra_export::runtime::{OrtNetwork, Sessions, check_sessions, environment
 use vertebra_export::signing::TrustedKeys;
 
 use crate::evaluate::{Evaluation, aggregate, prepared_case_metrics};
-use crate::preprocess::prepare;
 use crate::run::RunConfig;
 use crate::studies::{
     CaseRun, StudyOptions, evaluate_case, held_out_set, load_model, phantom_case, test_count,
@@ -144,8 +143,9 @@ pub fn evaluate_bundle(
     let t0 = Instant::now();
     for k in 0..n {
         let case = phantom_case(set, k)?;
-        let (burn_m, _, _) = evaluate_case(&model, &config, &case, options, CaseRun::default())?;
-        let prepared = prepare(&case, config.spacing_mm)?;
+        // One preparation per case: the Burn evaluation's prepared case feeds the bundle too.
+        let (burn_m, prepared, _) =
+            evaluate_case(&model, &config, &case, options, CaseRun::default())?;
         let mut progress = |_: usize| {};
         let mut net = OrtNetwork::new(&mut sessions, m, &mut progress);
         let inference =
