@@ -34,6 +34,7 @@
 //! | `domain_logits` | `[B, n_domains]` | — | domain classifier g(I) logits |
 //! | `domain_probs` | `[B, n_domains]` | — | p(d \| I) (or the caller's domain mix) |
 //! | `domain_embedding` | `[B, d_c]` | — | e* = Σ p(d \| I) e_d fed to the modulation |
+//! | `roi_features` | `[B, C_roi, Z/p, Y/p, X/p]` | p (patch) | exported main graph only, when the network has an ID head: the reduced modulated encoder features the RoIAlign between the two ONNX graphs reads |
 //!
 //! A lesion found at heatmap cell `j` (per axis) has its centre at `(j + offset) · s` and its
 //! extent `exp(log_size)` in input voxels; multiply by `spacing_mm` for millimetres.
@@ -89,6 +90,11 @@ pub mod names {
     pub const DOMAIN_PROBS: &str = "domain_probs";
     /// Effective domain embedding e* `[B, d_c]`.
     pub const DOMAIN_EMBEDDING: &str = "domain_embedding";
+    /// Exported main graph only (networks with an identification head): the reduced modulated
+    /// encoder features `[B, roi_channels, Z/p, Y/p, X/p]` (stride = patch size) that the
+    /// RoIAlign between the main graph and the identification-head graph reads. The Burn
+    /// forward computes them internally and does not output them.
+    pub const ROI_FEATURES: &str = "roi_features";
 }
 
 /// Segmentation channel names in channel order: "background", "C1" … "L5", "L6".

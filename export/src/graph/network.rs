@@ -20,8 +20,8 @@ use crate::{Error, Result};
 
 /// Extra output of the main graph when the network has an identification head: the reduced
 /// modulated encoder features `[B, roi_channels, gz, gy, gx]` (stride = patch size) that the
-/// RoIAlign reads (`identification.reduce` applied to F_mod).
-pub const ROI_FEATURES: &str = "roi_features";
+/// RoIAlign reads (`identification.reduce` applied to F_mod). Named by core's contract.
+pub const ROI_FEATURES: &str = vertebra_core::contract::names::ROI_FEATURES;
 
 /// Symbolic batch dimension of the image and every per-image output.
 pub const BATCH: &str = "batch";
