@@ -39,6 +39,9 @@ pub struct BundleSource {
     pub onnxruntime: Option<PathBuf>,
     /// ONNX Runtime intra-op threads (0: its default).
     pub threads: usize,
+    /// Suffix of the report directory (`eval-<set>-<checkpoint>-bundle-<label>`), to keep
+    /// reports of several bundles of one run apart (e.g. `fp16`). `None`: no suffix.
+    pub label: Option<String>,
 }
 
 /// One metric under both runtimes.
@@ -114,7 +117,7 @@ pub fn open_bundle(src: &BundleSource) -> Result<(VerifiedBundle, Sessions)> {
 }
 
 /// Evaluates a run's checkpoint (Burn) and a bundle exported from it (ONNX Runtime) on the
-/// same held-out cases; writes `<run>/eval-<set>-<checkpoint>-bundle/{report.md,
+/// same held-out cases; writes `<run>/eval-<set>-<checkpoint>-bundle[-<label>]/{report.md,
 /// comparison.json}`.
 ///
 /// # Errors
@@ -191,7 +194,10 @@ pub fn evaluate_bundle(
                 })
         })
         .collect();
-    let dir = run_dir.join(format!("eval-{set_name}-{checkpoint}-bundle"));
+    let dir = run_dir.join(match &src.label {
+        Some(l) => format!("eval-{set_name}-{checkpoint}-bundle-{l}"),
+        None => format!("eval-{set_name}-{checkpoint}-bundle"),
+    });
     fs::create_dir_all(&dir).map_err(|e| Error::Io {
         path: dir.clone(),
         source: e,

@@ -89,18 +89,97 @@ pub fn case_metrics(
 ) -> Result<CaseMetrics> {
     let pred = findings.label_map();
     let raw = findings.raw_label_map();
-    let dice = label_dice(&pred, truth)?;
-    let id = identification_accuracy(&pred, truth)?;
-    let id_raw = identification_accuracy(&raw, truth)?;
+    let centroids: Vec<ScoredCentroid> = findings
+        .vertebrae
+        .iter()
+        .map(|v| ScoredCentroid {
+            label: v.vertebra.label(),
+            confidence: v.confidence,
+            position_mm: v.instance.centroid_world,
+        })
+        .collect();
+    let predictions: Vec<PredictedLesion> = findings
+        .lesions
+        .iter()
+        .map(vertebra_core::postprocess::LesionPeak::to_prediction)
+        .collect();
+    metrics_from_parts(
+        CaseIds {
+            case_id,
+            patient_id,
+        },
+        PredictedParts {
+            labels: &pred,
+            raw_labels: Some(&raw),
+            centroids: &centroids,
+            lesions: predictions,
+        },
+        truth,
+        truth_lesions,
+    )
+}
+
+/// A predicted vertebra centroid with its label and decoding confidence.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScoredCentroid {
+    /// Vertebra label 1..=25.
+    pub label: u8,
+    /// Confidence of the label (the more confident of two same-label instances counts).
+    pub confidence: f64,
+    /// Centroid in world coordinates (mm).
+    pub position_mm: [f64; 3],
+}
+
+/// Which case the metrics are for.
+#[derive(Debug, Clone, Copy)]
+pub struct CaseIds<'a> {
+    /// Case id.
+    pub case_id: &'a str,
+    /// Patient id (bootstrap unit).
+    pub patient_id: &'a str,
+}
+
+/// A prediction in plain parts, as the appliance's outputs give it (label map, result
+/// document) or as [`CaseFindings`] does.
+#[derive(Debug, Clone)]
+pub struct PredictedParts<'a> {
+    /// Decoded label map on the truth's grid.
+    pub labels: &'a Volume<u8>,
+    /// Label map with the ID head's raw labels (`id_accuracy_raw`); `None` leaves that
+    /// metric undefined.
+    pub raw_labels: Option<&'a Volume<u8>>,
+    /// One entry per vertebra instance.
+    pub centroids: &'a [ScoredCentroid],
+    /// Lesion predictions.
+    pub lesions: Vec<PredictedLesion>,
+}
+
+/// [`case_metrics`] from plain parts: the single place the per-case metrics are defined,
+/// shared by the trainer's evaluation and the scoring of `vertebrad analyze` outputs.
+///
+/// # Errors
+/// Grid mismatches and invalid labels (core metric errors).
+pub fn metrics_from_parts(
+    ids: CaseIds<'_>,
+    pred: PredictedParts<'_>,
+    truth: &Volume<u8>,
+    truth_lesions: Option<&[TruthLesion]>,
+) -> Result<CaseMetrics> {
+    let dice = label_dice(pred.labels, truth)?;
+    let id = identification_accuracy(pred.labels, truth)?;
+    let id_raw = match pred.raw_labels {
+        Some(raw) => identification_accuracy(raw, truth)?.accuracy,
+        None => None,
+    };
     // One centroid per label, as the VerSe protocol expects: when the anatomical order could
     // not be decoded two instances can carry one label; the more confident one counts.
     let mut best: BTreeMap<u8, (f64, [f64; 3])> = BTreeMap::new();
-    for v in &findings.vertebrae {
+    for v in pred.centroids {
         let e = best
-            .entry(v.vertebra.label())
-            .or_insert((f64::NEG_INFINITY, v.instance.centroid_world));
+            .entry(v.label)
+            .or_insert((f64::NEG_INFINITY, v.position_mm));
         if v.confidence > e.0 {
-            *e = (v.confidence, v.instance.centroid_world);
+            *e = (v.confidence, v.position_mm);
         }
     }
     let pred_centroids: Vec<LabeledCentroid> = best
@@ -111,7 +190,7 @@ pub fn case_metrics(
     let mut values = BTreeMap::new();
     values.insert("dice_binary".to_owned(), Some(dice.foreground));
     values.insert("dice_mean".to_owned(), dice.mean);
-    values.insert("id_accuracy_raw".to_owned(), id_raw.accuracy);
+    values.insert("id_accuracy_raw".to_owned(), id_raw);
     values.insert("id_accuracy".to_owned(), id.accuracy);
     values.insert("verse_id_rate".to_owned(), verse.id_rate);
     let region_of = |l: u8| Vertebra::from_label(l).map(Vertebra::region);
@@ -134,16 +213,12 @@ pub fn case_metrics(
         values.insert(format!("id_accuracy_{}", region_name(r)), mean(&acc));
     }
     let lesions = truth_lesions.map(|t| LesionCase {
-        predictions: findings
-            .lesions
-            .iter()
-            .map(vertebra_core::postprocess::LesionPeak::to_prediction)
-            .collect(),
+        predictions: pred.lesions,
         truths: t.to_vec(),
     });
     Ok(CaseMetrics {
-        case_id: case_id.to_owned(),
-        patient_id: patient_id.to_owned(),
+        case_id: ids.case_id.to_owned(),
+        patient_id: ids.patient_id.to_owned(),
         values,
         lesions,
     })

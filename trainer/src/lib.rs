@@ -21,6 +21,7 @@
 //! - [`tta`]: test-time domain-code conditions, IN/AdaIN, TENT, backend selection;
 //! - [`studies`]: evaluation of a run and the paper's studies; [`plot`]: PNG figures.
 
+pub mod analyze_eval;
 pub mod augment;
 pub mod bundle_eval;
 pub mod cache;

@@ -63,6 +63,56 @@ enum Command {
         /// Largest allowed |bundle − Burn| of an aggregate metric (0.005 = 0.5 points).
         #[arg(long, default_value_t = 0.005)]
         tolerance: f64,
+        /// Suffix of the report directory (RUN_DIR/eval-SET-CHECKPOINT-bundle-LABEL), e.g.
+        /// fp16 for a half-precision export of the same checkpoint.
+        #[arg(long, value_parser = report_label)]
+        label: Option<String>,
+    },
+    /// Write a run's held-out phantom CTs as NIfTI (DIR/<case>.nii.gz and DIR/cases.txt) for
+    /// `vertebrad analyze` (scripts/eval-analyze.sh).
+    ExportCases {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        eval: EvalArgs,
+        /// Set: test or val.
+        #[arg(long, default_value = "test")]
+        set: String,
+    },
+    /// Score `vertebrad analyze` outputs (OUTPUTS/<case>/labels.nii.gz + result.json) of the
+    /// cases ExportCases wrote, next to the trainer's path on the same bundle in this process,
+    /// both on the source grid; report under RUN_DIR/eval-SET-analyze. Exits 1 when a metric
+    /// differs by more than --tolerance.
+    ScoreAnalyze {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// Directory holding one output directory per case.
+        #[arg(long)]
+        outputs: PathBuf,
+        /// The bundle `vertebrad analyze` ran.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Directory of trusted public keys (*.pub).
+        #[arg(long, default_value = "keys")]
+        trusted_keys: PathBuf,
+        /// The ONNX Runtime library (default: ORT_DYLIB_PATH, then the provisioned cache).
+        #[arg(long)]
+        onnxruntime: Option<PathBuf>,
+        /// `comparison.json` of `evaluate-bundle`, shown as an informational column.
+        #[arg(long)]
+        reference: Option<PathBuf>,
+        #[command(flatten)]
+        eval: EvalArgs,
+        /// Set: test or val.
+        #[arg(long, default_value = "test")]
+        set: String,
+        /// Largest allowed |analyze − trainer path| of an aggregate metric (0.005 = 0.5
+        /// points).
+        #[arg(long, default_value_t = 0.005)]
+        tolerance: f64,
     },
     /// The paper's studies; each writes a Markdown report (and a PNG where the paper has one).
     #[command(subcommand)]
@@ -369,12 +419,14 @@ fn run(cli: Cli) -> vertebra_trainer::Result<()> {
             checkpoint,
             set,
             tolerance,
+            label,
         } => {
             let src = vertebra_trainer::bundle_eval::BundleSource {
                 bundle,
                 trusted_keys,
                 onnxruntime,
                 threads: 0,
+                label,
             };
             let c = vertebra_trainer::bundle_eval::evaluate_bundle(
                 &run_dir,
@@ -398,6 +450,74 @@ fn run(cli: Cli) -> vertebra_trainer::Result<()> {
             if worst > tolerance {
                 return Err(vertebra_trainer::Error::InvalidArgument(format!(
                     "bundle and checkpoint differ by {worst:.4} > tolerance {tolerance}"
+                )));
+            }
+            println!("largest difference {worst:.4} ≤ tolerance {tolerance}");
+            Ok(())
+        }
+        Command::ExportCases {
+            run_dir,
+            out,
+            eval,
+            set,
+        } => {
+            let paths = vertebra_trainer::analyze_eval::export_cases(
+                &run_dir,
+                &set,
+                &out,
+                &eval.options(),
+            )?;
+            println!("{} cases in {}", paths.len(), out.display());
+            Ok(())
+        }
+        Command::ScoreAnalyze {
+            run_dir,
+            outputs,
+            bundle,
+            trusted_keys,
+            onnxruntime,
+            reference,
+            eval,
+            set,
+            tolerance,
+        } => {
+            let src = vertebra_trainer::bundle_eval::BundleSource {
+                bundle,
+                trusted_keys,
+                onnxruntime,
+                threads: 0,
+                label: None,
+            };
+            let s = vertebra_trainer::analyze_eval::score_analyze(
+                &run_dir,
+                &set,
+                &outputs,
+                &src,
+                reference.as_deref(),
+                &eval.options(),
+            )?;
+            let cell = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{v:.4}"));
+            println!(
+                "| metric | analyze | trainer path | difference | evaluate-bundle |\n\
+                 |---|---|---|---|---|"
+            );
+            for m in &s.metrics {
+                println!(
+                    "| {} | {:.4} | {} | {} | {} |",
+                    m.name,
+                    m.analyze,
+                    cell(m.trainer),
+                    m.trainer
+                        .map_or("—".to_owned(), |t| format!("{:+.4}", m.analyze - t)),
+                    cell(m.evaluate_bundle)
+                );
+            }
+            println!("report: {}", s.dir.join("report.md").display());
+            let worst = s.max_abs_difference();
+            if worst > tolerance {
+                return Err(vertebra_trainer::Error::InvalidArgument(format!(
+                    "analyze outputs and the trainer's path differ by {worst:.4} > tolerance \
+                     {tolerance}"
                 )));
             }
             println!("largest difference {worst:.4} ≤ tolerance {tolerance}");
@@ -467,6 +587,21 @@ fn audit_cmd(manifest: &Path, report: &Path) -> vertebra_trainer::Result<()> {
         )));
     }
     Ok(())
+}
+
+/// A report label: letters, digits, `-` and `_` only (it becomes part of a directory name).
+fn report_label(s: &str) -> Result<String, String> {
+    if !s.is_empty()
+        && s.len() <= 32
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?}: use 1–32 letters, digits, '-' or '_' (it names a directory)"
+        ))
+    }
 }
 
 fn main() -> ExitCode {
