@@ -38,7 +38,7 @@ say "generating the phantom study (seed $seed, T11–L5, 512×512 slices, 3 lesi
 sed -n '1,12p' "$out/logs/phantom.txt"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-scp_port=$(free_port); pacs_port=$(free_port)
+scp_port=$(free_port); pacs_port=$(free_port); web_port=$(free_port)
 cat > "$out/vertebrad.toml" <<TOML
 [dicom]
 bind = "127.0.0.1"
@@ -57,6 +57,10 @@ providers = ["cpu"]
 
 [forward]
 calling_ae_title = "VERTEBRA"
+
+[web]
+bind = "127.0.0.1"
+port = $web_port
 TOML
 
 pids=()
@@ -130,4 +134,8 @@ echo "  study (DICOM + truth.json):  $out/study"
 echo "  analysis (result.json, labels.nii.gz, seg.dcm, sr.dcm):  $result"
 echo "  received at the PACS:        $out/pacs/$seg, $out/pacs/$sr"
 echo "  logs:                        $out/logs"
-echo "  web console: not built yet (its own issue); the store is $out/state/vertebrad.db"
+echo "  web console:                 https://127.0.0.1:$web_port/ (while the demo runs; self-signed"
+echo "    certificate, SHA-256 in $out/logs/vertebrad.log). First run: open /setup and enter the"
+echo "    one-time token from $out/state/web-setup-token, choose the admin's name and password,"
+echo "    then log in and set a new password (docs/web-console.md)."
+echo "    To browse the results afterwards: $bin/vertebrad --state-dir $out/state serve --config $out/vertebrad.toml"

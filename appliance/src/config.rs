@@ -29,6 +29,8 @@ pub struct Config {
     pub inference: crate::engine::EngineConfig,
     /// The forwarder (SCU sending results from the outbox): `[forward]`.
     pub forward: ForwardConfig,
+    /// The admin web console: `[web]`.
+    pub web: crate::web::WebConfig,
 }
 
 impl Config {
@@ -94,6 +96,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         self.dicom.validate()?;
         self.forward.validate()?;
+        self.web.validate()?;
         self.inference.validate().map_err(|e| e.to_string())
     }
 }
@@ -225,7 +228,7 @@ pub const MIN_PDU: u32 = 4_096;
 /// Largest maximum PDU length we accept to configure: memory per association is about this.
 pub const MAX_PDU: u32 = 4 * 1024 * 1024;
 
-fn check_ae_title(key: &str, ae: &str) -> Result<(), String> {
+pub(crate) fn check_ae_title(key: &str, ae: &str) -> Result<(), String> {
     let ok = !ae.trim().is_empty()
         && ae.len() <= 16
         && ae.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\');

@@ -222,10 +222,12 @@ async fn record(
                 status = format_args!("{status:#06x}"),
                 "delivered"
             );
+            crate::metrics::global().deliveries(1, 0);
             store.mark_delivered(delivery.id).await.map(|_| ())
         }
         Err(e) => {
             let error = e.to_string();
+            crate::metrics::global().deliveries(0, 1);
             match store.fail_delivery(delivery, &error, policy).await {
                 Ok(Some(DeliveryState::Failed)) => {
                     tracing::error!(

@@ -8,7 +8,9 @@
 //! - [`dicom`]: the DICOM node — Storage SCP (C-ECHO, C-STORE) with a durable streaming spool,
 //!   peer allow-list and limits, DICOM TLS, series completion into the job queue;
 //! - [`series`]: series → volume — decode, validate and stack a CT/MR series for inference;
-//! - [`config`]: the daemon's typed configuration (`config` crate, `VERTEBRA_…` overrides).
+//! - [`config`]: the daemon's typed configuration (`config` crate, `VERTEBRA_…` overrides);
+//! - [`web`]: the admin web console over HTTPS, `/healthz` and `/metrics`;
+//! - [`metrics`]: the process-wide counters and histograms behind `/metrics`.
 //!
 //! It is not a place for domain logic shared with the trainer (that is `vertebra-core`).
 
@@ -16,6 +18,8 @@ pub mod config;
 pub mod dicom;
 pub mod engine;
 pub mod forward;
+pub mod metrics;
 pub mod series;
 pub mod store;
+pub mod web;
 pub mod worker;

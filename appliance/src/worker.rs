@@ -152,6 +152,7 @@ async fn process(
         .ok_or_else(|| {
             JobError::Permanent(format!("series {series_id} has no spooled files left"))
         })?;
+    let started = std::time::Instant::now();
     let out = config.results_dir.join(format!("series-{series_id}"));
     let opts = AnalyzeOptions::new(engine, &out);
     let engine2 = Arc::clone(engine);
@@ -194,6 +195,14 @@ async fn process(
                     store.add_delivery(output, d).await.map_err(transient)?;
                 }
             }
+            let t = &analysis.document.timings_s;
+            let metrics = crate::metrics::global();
+            metrics.job_latency.observe(started.elapsed());
+            metrics
+                .inference_time
+                .observe(std::time::Duration::from_secs_f64(
+                    (t.localize + t.windows + t.identification).max(0.0),
+                ));
             tracing::info!(
                 job = job.id,
                 series = series_id,

@@ -84,6 +84,7 @@ where
     };
     audit(&node, &peer.calling_ae, addr, None, AuditOutcome::Success).await;
     tracing::info!(peer = %addr, calling_ae = %peer.calling_ae, "association accepted");
+    let _current = crate::metrics::global().association_started();
 
     let mut phase = Phase::Idle;
     let end = loop {
@@ -279,6 +280,7 @@ pub(crate) async fn reject<S: AsyncWrite + Unpin>(
     rejection: Rejection,
 ) {
     tracing::warn!(peer = %addr, calling_ae, reason = %rejection.why, "association rejected");
+    crate::metrics::global().association_rejected();
     // Recorded before the peer hears of it: the audit log never lags what peers saw.
     audit(
         node,

@@ -6,6 +6,7 @@
 //! must not see failures because the model is being replaced — but the error is logged loudly
 //! and jobs wait in the queue until a daemon with a working engine takes them.
 
+use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -26,7 +27,11 @@ use super::RunningNode;
 ///
 /// # Errors
 /// A message for an operator: what could not be opened or bound.
-pub async fn run(cfg: Config, state_dir: &Path, database: Option<String>) -> Result<(), String> {
+pub async fn run(
+    mut cfg: Config,
+    state_dir: &Path,
+    database: Option<String>,
+) -> Result<(), String> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VERTEBRA_LOG")
@@ -41,26 +46,81 @@ pub async fn run(cfg: Config, state_dir: &Path, database: Option<String>) -> Res
         .map_err(|e| format!("cannot create state dir {}: {e}", state_dir.display()))?;
     let url = database.unwrap_or_else(|| format!("sqlite://{}/vertebrad.db", state_dir.display()));
     let store = Store::open(&url).await.map_err(|e| e.to_string())?;
+    // Settings edited in the web console override the file (they take effect at start).
+    let overridden = crate::web::settings::apply_stored(&store, &mut cfg).await?;
+    if !overridden.is_empty() {
+        tracing::info!(keys = ?overridden, "settings from the web console applied");
+    }
     let spool_dir = cfg
         .dicom
         .spool_dir
         .clone()
         .unwrap_or_else(|| state_dir.join("spool"));
-    let node = RunningNode::start(cfg.dicom, store.clone(), &spool_dir)
+    let node = RunningNode::start(cfg.dicom.clone(), store.clone(), &spool_dir)
         .await
         .map_err(|e| format!("cannot start the DICOM node: {e}"))?;
     // The line tests and operators wait for.
     println!("listening on {}", node.local_addr());
+    let status = crate::web::ServiceStatus::default();
+    status.update(|s| {
+        s.dicom = Some(crate::web::DicomStatus {
+            addr: node.local_addr(),
+            ae_title: cfg.dicom.ae_title.clone(),
+            tls_port: node.tls_addr().map(|a| a.port()),
+        });
+        s.spool_dir = Some(spool_dir.clone());
+        s.spool_high_water_percent = cfg.dicom.limits.spool_high_water_percent;
+    });
+    let console = if cfg.web.enabled {
+        let options = crate::web::ConsoleOptions {
+            config: cfg.clone(),
+            state_dir: state_dir.to_path_buf(),
+            status: status.clone(),
+            series_links: Vec::new(),
+        };
+        // Like the engine, a console that cannot start (port taken, unreadable certificate)
+        // must not stop the node from receiving images: it is logged loudly instead.
+        match crate::web::RunningConsole::start(options, store.clone()).await {
+            Ok(console) => {
+                // Ignore a closed stdout: whoever started us may read only the first line.
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "web console on https://{}",
+                    console.local_addr()
+                );
+                Some(console)
+            }
+            Err(e) => {
+                tracing::error!("web console not available: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let (stop, stopped) = watch::channel(false);
     let mut engine_cfg = cfg.inference.clone();
     if engine_cfg.tensorrt_cache.is_none() {
         engine_cfg.tensorrt_cache = Some(state_dir.join("tensorrt-cache"));
+    }
+    // A bundle uploaded and activated in the web console replaces the configured one.
+    if let Some(dir) = crate::web::pages::model::active_bundle_dir(&store)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        tracing::info!(bundle = %dir.display(), "loading the bundle activated in the web console");
+        engine_cfg.bundle = dir;
     }
     let engine = tokio::task::spawn_blocking(move || Engine::load(&engine_cfg))
         .await
         .map_err(|e| format!("engine loader: {e}"))?;
     let worker = match engine {
         Ok(engine) => {
+            status.update(|s| {
+                s.engine = crate::web::EngineStatus::Loaded(Box::new(
+                    crate::web::LoadedEngine::from_engine(&engine),
+                ));
+            });
             let wc = WorkerConfig::new(state_dir);
             Some(tokio::spawn(run_worker(
                 store.clone(),
@@ -70,6 +130,7 @@ pub async fn run(cfg: Config, state_dir: &Path, database: Option<String>) -> Res
             )))
         }
         Err(e) => {
+            status.update(|s| s.engine = crate::web::EngineStatus::Unavailable(e.to_string()));
             tracing::error!(
                 class = e.class(),
                 "inference engine not available, series are received and queued but not \
@@ -96,6 +157,9 @@ pub async fn run(cfg: Config, state_dir: &Path, database: Option<String>) -> Res
         Ok(Err(e)) => tracing::warn!("forwarder: {e}"),
         Err(e) => tracing::warn!("forwarder task: {e}"),
         Ok(Ok(())) => {}
+    }
+    if let Some(c) = console {
+        c.stop().await;
     }
     store.close().await;
     Ok(())

@@ -166,6 +166,35 @@ impl EngineConfig {
     }
 }
 
+/// What the engine requires of a verified bundle beyond its signature and file hashes: a
+/// consistent contract, a known precision, and an identification branch that matches its
+/// graph and manifest section. Also used by the web console before it installs an upload.
+///
+/// # Errors
+/// [`EngineError::Bundle`] naming the inconsistency.
+pub fn check_bundle(bundle: &VerifiedBundle) -> Result<(), EngineError> {
+    let m = &bundle.manifest;
+    m.contract
+        .validate()
+        .map_err(|e| EngineError::Bundle(e.to_string()))?;
+    if m.model.precision != "fp32" && m.model.precision != "fp16" {
+        return Err(EngineError::Bundle(format!(
+            "unknown precision {:?}",
+            m.model.precision
+        )));
+    }
+    if m.contract.branches.identification != m.model.id_head_graph.is_some()
+        || m.contract.branches.identification != m.identification.is_some()
+    {
+        return Err(EngineError::Bundle(
+            "the contract's identification branch, the id_head graph and the \
+             [identification] section disagree"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// A loaded, verified bundle with its sessions.
 pub struct Engine {
     /// The verified bundle.
@@ -209,25 +238,7 @@ impl Engine {
         })?;
         let bundle = verify_bundle(&config.bundle, &trusted)
             .map_err(|e| EngineError::Bundle(e.to_string()))?;
-        let m = &bundle.manifest;
-        m.contract
-            .validate()
-            .map_err(|e| EngineError::Bundle(e.to_string()))?;
-        if m.model.precision != "fp32" && m.model.precision != "fp16" {
-            return Err(EngineError::Bundle(format!(
-                "unknown precision {:?}",
-                m.model.precision
-            )));
-        }
-        if m.contract.branches.identification != m.model.id_head_graph.is_some()
-            || m.contract.branches.identification != m.identification.is_some()
-        {
-            return Err(EngineError::Bundle(
-                "the contract's identification branch, the id_head graph and the \
-                 [identification] section disagree"
-                    .into(),
-            ));
-        }
+        check_bundle(&bundle)?;
         let library = runtime::locate_library(config.onnxruntime.as_deref())?;
         let env = runtime::environment(&library)?;
         let mut provider_log = Vec::new();

@@ -27,7 +27,7 @@ impl AuditOutcome {
         }
     }
 
-    fn parse(s: &str) -> Result<Self> {
+    pub(crate) fn parse(s: &str) -> Result<Self> {
         match s {
             "success" => Ok(AuditOutcome::Success),
             "failure" => Ok(AuditOutcome::Failure),

@@ -47,6 +47,7 @@ macro_rules! on_backend {
 }
 
 mod audit;
+mod console;
 mod error;
 mod index;
 mod migrations;
@@ -59,6 +60,10 @@ mod sqlite;
 mod users;
 
 pub use audit::{AuditEvent, AuditOutcome, StoredAuditEvent};
+pub use console::{
+    AuditFilter, ConsoleUser, DeletedSeries, FinishedJob, InstalledBundle, JobHistory, LoginUser,
+    SeriesDetail, SeriesFilter, SeriesRow, StoredSetting,
+};
 pub use error::{Error, Result};
 pub use index::{InstanceIds, NewInstance, NewSeries, NewStudy, SeriesFiles, Study};
 pub use migrations::AppliedMigration;

@@ -19,7 +19,8 @@ pub enum ResultStatus {
 }
 
 impl ResultStatus {
-    fn as_str(self) -> &'static str {
+    /// The stored name (`succeeded`, `rejected`, `failed`).
+    pub fn as_str(self) -> &'static str {
         match self {
             ResultStatus::Succeeded => "succeeded",
             ResultStatus::Rejected => "rejected",

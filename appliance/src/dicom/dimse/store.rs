@@ -263,6 +263,7 @@ async fn commit(
         tracing::error!(error = %e, "indexing a received instance failed");
         (status::PROCESSING_FAILURE, "indexing failed")
     })?;
+    crate::metrics::global().instance_stored(size);
     if duplicate {
         tracing::info!(
             instance_id = ids.instance_id,
