@@ -61,7 +61,7 @@ pub async fn run(cfg: Config, state_dir: &Path, database: Option<String>) -> Res
         .map_err(|e| format!("engine loader: {e}"))?;
     let worker = match engine {
         Ok(engine) => {
-            let wc = WorkerConfig::new(state_dir);
+            let wc = WorkerConfig::from_settings(state_dir, &cfg.worker);
             Some(tokio::spawn(run_worker(
                 store.clone(),
                 Arc::new(engine),
