@@ -1,8 +1,9 @@
 //! The daemon's configuration: one typed struct read from a TOML file with the `config` crate,
 //! every key overridable by a `VERTEBRA_…` environment variable.
 //!
-//! Sections are added by the parts that need them: [`DicomConfig`] (the `[dicom]` table) and
-//! [`ForwardConfig`] (the `[forward]` table, the outbox worker). Every default is the safe
+//! Sections are added by the parts that need them: [`DicomConfig`] (the `[dicom]` table),
+//! [`ForwardConfig`] (the `[forward]` table, the outbox worker) and [`WorkerSettings`] (the
+//! `[worker]` table, the analysis worker). Every default is the safe
 //! choice for a hospital network: an SCP that answers only to peers it was told about, with
 //! bounded resources.
 //!
@@ -31,6 +32,8 @@ pub struct Config {
     pub forward: ForwardConfig,
     /// The admin web console: `[web]`.
     pub web: crate::web::WebConfig,
+    /// The analysis worker (job leases, polling): `[worker]`.
+    pub worker: WorkerSettings,
 }
 
 impl Config {
@@ -97,6 +100,7 @@ impl Config {
         self.dicom.validate()?;
         self.forward.validate()?;
         self.web.validate()?;
+        self.worker.validate()?;
         self.inference.validate().map_err(|e| e.to_string())
     }
 }
@@ -453,6 +457,49 @@ impl ForwardConfig {
     }
 }
 
+/// The analysis worker: how it holds the jobs it runs.
+///
+/// A claimed job is leased to the worker for `lease_s` seconds and the lease is extended by a
+/// heartbeat every third of that while the analysis runs. When a daemon dies mid-job, its
+/// heartbeats stop and the job is taken over (as another attempt, counted against
+/// `[dicom.completion] job_max_attempts`) once the lease has run out: a shorter lease resumes
+/// crashed work sooner, a longer one tolerates longer stalls (a database fail-over, a paused
+/// VM) without a second worker starting the same job.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Seconds a claimed job stays leased without a heartbeat. At least 3 (heartbeats every
+    /// third of it). Default 300.
+    pub lease_s: u64,
+    /// Seconds between looks at the queue when no job is runnable, and between retries
+    /// while the store is unreachable. Default 1.
+    pub poll_interval_s: f64,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            lease_s: 300,
+            poll_interval_s: 1.0,
+        }
+    }
+}
+
+impl WorkerSettings {
+    fn validate(&self) -> Result<(), String> {
+        if self.lease_s < 3 {
+            return Err(format!(
+                "worker.lease_s must be at least 3 (heartbeats come every third of it), not {}",
+                self.lease_s
+            ));
+        }
+        if !(self.poll_interval_s.is_finite() && self.poll_interval_s > 0.0) {
+            return Err("worker.poll_interval_s must be a positive number of seconds".into());
+        }
+        Ok(())
+    }
+}
+
 /// An IPv4 or IPv6 address block (`addr/prefix`, or one address).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cidr {
@@ -548,6 +595,9 @@ mod tests {
         assert!(!cfg.dicom.allow_any_peer);
         assert_eq!(cfg.dicom.port, 11112);
         assert_eq!(cfg.dicom.limits.max_associations, 16);
+        assert_eq!(cfg.worker.lease_s, 300);
+        let cfg = Config::from_toml("[worker]\nlease_s = 5\npoll_interval_s = 0.25").unwrap();
+        assert_eq!((cfg.worker.lease_s, cfg.worker.poll_interval_s), (5, 0.25));
     }
 
     #[test]
@@ -631,6 +681,9 @@ mod tests {
                 "private_key",
             ),
             ("[forward]\nretries = 3", "retries"),
+            ("[worker]\nlease_s = 2", "worker.lease_s"),
+            ("[worker]\npoll_interval_s = 0", "worker.poll_interval_s"),
+            ("[worker]\nlease = 2", "lease"),
         ] {
             let e = Config::from_toml(toml).unwrap_err();
             assert!(e.contains(key), "{toml}: {e}");

@@ -53,6 +53,7 @@ pub async fn run_forwarder(
     let mut tasks: JoinSet<()> = JoinSet::new();
     let calling_ae: Arc<str> = Arc::from(config.calling_ae_title.as_str());
     tracing::info!(calling_ae = %calling_ae, "forwarder running");
+    let mut outage: Option<std::time::Instant> = None;
     loop {
         if *shutdown.borrow() {
             break;
@@ -69,9 +70,27 @@ pub async fn run_forwarder(
         } else {
             let limit = batch.saturating_mul(u32::try_from(free).unwrap_or(u32::MAX));
             match store.claim_deliveries(lease, limit).await {
-                Ok(c) => c,
+                Ok(c) => {
+                    if let Some(since) = outage.take() {
+                        tracing::info!(
+                            seconds = since.elapsed().as_secs_f64(),
+                            "store available again: the forwarder resumes"
+                        );
+                    }
+                    c
+                }
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot claim deliveries; retrying");
+                    // One line per outage, not one per poll.
+                    if outage.is_none() {
+                        tracing::error!(
+                            error = %e,
+                            retry_s = poll.as_secs_f64(),
+                            "store unavailable: the forwarder cannot claim deliveries; retrying"
+                        );
+                        outage = Some(std::time::Instant::now());
+                    } else {
+                        tracing::debug!(error = %e, "store still unavailable");
+                    }
                     Vec::new()
                 }
             }

@@ -59,11 +59,22 @@ impl WorkerConfig {
             backoff: Backoff::default(),
         }
     }
+
+    /// [`WorkerConfig::new`] with the lease and poll interval of the `[worker]` section.
+    pub fn from_settings(state_dir: &Path, settings: &crate::config::WorkerSettings) -> Self {
+        Self {
+            lease: Duration::from_secs(settings.lease_s),
+            poll: Duration::from_secs_f64(settings.poll_interval_s),
+            ..Self::new(state_dir)
+        }
+    }
 }
 
 /// Runs the worker until `shutdown` turns true (a job in progress finishes first).
 ///
-/// Store errors are logged and retried after the poll interval.
+/// Store errors (the database restarting, a fail-over) are retried after the poll interval:
+/// the first one is logged as an outage, the first success after it as the recovery, so an
+/// operator sees one pair of lines per outage instead of one line per poll.
 pub async fn run_worker(
     store: Store,
     engine: Arc<Engine>,
@@ -71,11 +82,21 @@ pub async fn run_worker(
     mut shutdown: watch::Receiver<bool>,
 ) {
     tracing::info!(owner = %config.owner, "analysis worker running");
+    let mut outage: Option<std::time::Instant> = None;
     loop {
         if *shutdown.borrow() {
             break;
         }
-        match store.claim(&config.owner, config.lease).await {
+        let claimed = store.claim(&config.owner, config.lease).await;
+        if claimed.is_ok()
+            && let Some(since) = outage.take()
+        {
+            tracing::info!(
+                seconds = since.elapsed().as_secs_f64(),
+                "store available again: the analysis worker resumes"
+            );
+        }
+        match claimed {
             Ok(Some(job)) => run_job(&store, &engine, &config, &job).await,
             Ok(None) => {
                 tokio::select! {
@@ -84,8 +105,20 @@ pub async fn run_worker(
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot claim a job; retrying");
-                tokio::time::sleep(config.poll).await;
+                if outage.is_none() {
+                    tracing::error!(
+                        error = %e,
+                        retry_s = config.poll.as_secs_f64(),
+                        "store unavailable: the analysis worker cannot claim jobs; retrying"
+                    );
+                    outage = Some(std::time::Instant::now());
+                } else {
+                    tracing::debug!(error = %e, "store still unavailable");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(config.poll) => {}
+                    _ = shutdown.changed() => {}
+                }
             }
         }
     }

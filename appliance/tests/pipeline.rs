@@ -8,174 +8,17 @@
 
 mod support;
 
-use support::{ort_library, repo, venv_python};
+use support::e2e::{
+    Running, dcmtk, free_port, ok, pacs, phantom_series, serve, setup_database, start_daemon,
+    start_daemon_with,
+};
+use support::venv_python;
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sqlx::Connection;
-use vertebra_core::anatomy::Vertebra;
-use vertebra_core::dicom_series::{SeriesMeta, write_ct_series};
-use vertebra_core::phantom::{self, LesionPlan, PhantomSpec, domain};
-
-fn dcmtk(tool: &str) -> PathBuf {
-    let p = Path::new("/usr/bin").join(tool);
-    assert!(
-        p.is_file(),
-        "DCMTK's {tool} is missing: run scripts/provision-system.sh (installs dcmtk)"
-    );
-    p
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn vertebrad() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_vertebrad"));
-    c.env("ORT_DYLIB_PATH", ort_library())
-        .env_remove("VERTEBRA_CONFIG")
-        .env_remove("VERTEBRA_DATABASE_URL");
-    c
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A running process killed on drop.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The PACS: DCMTK storescp writing into `dir`.
-fn pacs(dir: &Path) -> (Running, u16) {
-    let port = free_port();
-    let child = Command::new(dcmtk("storescp"))
-        .args(["-aet", "PACS", "-od"])
-        .arg(dir)
-        .arg(port.to_string())
-        .env("TCP_NODELAY", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting storescp");
-    (Running(child), port)
-}
-
-/// `vertebrad serve` on `database`, sending results to the PACS at `pacs_port`; returns the
-/// process and the SCP's port.
-fn serve(dir: &Path, database: &str, pacs_port: u16) -> (Running, u16) {
-    setup_database(dir, database, pacs_port);
-    start_daemon(dir, database)
-}
-
-/// Migrates `database` and adds the PACS destination.
-fn setup_database(dir: &Path, database: &str, pacs_port: u16) {
-    let state = dir.join("state");
-    ok(vertebrad().args([
-        "--state-dir",
-        state.to_str().unwrap(),
-        "migrate",
-        "--database",
-        database,
-    ]));
-    ok(vertebrad().args([
-        "--state-dir",
-        state.to_str().unwrap(),
-        "destination",
-        "add",
-        "--name",
-        "pacs",
-        "--ae-title",
-        "PACS",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &pacs_port.to_string(),
-        "--database",
-        database,
-    ]));
-}
-
-/// Starts `vertebrad serve` with its state (and log) in `dir`.
-fn start_daemon(dir: &Path, database: &str) -> (Running, u16) {
-    start_daemon_with(dir, database, "")
-}
-
-/// [`start_daemon`] with extra `[forward]` keys.
-fn start_daemon_with(dir: &Path, database: &str, forward_extra: &str) -> (Running, u16) {
-    std::fs::create_dir_all(dir).unwrap();
-    let state = dir.join("state");
-    let config = dir.join("vertebrad.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[dicom]
-bind = "127.0.0.1"
-port = 0
-ae_title = "VERTEBRA"
-[[dicom.peers]]
-ae_title = "MODALITY"
-addresses = ["127.0.0.1/32"]
-stable_after_s = 2
-[inference]
-bundle = "{}"
-trusted_keys = "{}"
-providers = ["cpu"]
-intra_threads = 2
-[forward]
-calling_ae_title = "VERTEBRA"
-poll_interval_s = 0.5
-{forward_extra}
-"#,
-            repo().join("models/demo-bundle").display(),
-            repo().join("keys").display()
-        ),
-    )
-    .unwrap();
-    let mut child = vertebrad()
-        .args(["--state-dir", state.to_str().unwrap(), "serve", "--config"])
-        .arg(&config)
-        .args(["--database", database])
-        .env("VERTEBRA_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.join("vertebrad.log")).unwrap(),
-        ))
-        .spawn()
-        .expect("starting vertebrad serve");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().expect("a first line").unwrap();
-    // Keep draining stdout so the daemon never writes into a closed pipe.
-    std::thread::spawn(move || for _ in lines {});
-    let port = first
-        .strip_prefix("listening on ")
-        .and_then(|a| a.rsplit(':').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
-    (Running(child), port)
-}
 
 /// Sends a directory with storescu; `extra` adds options (e.g. `-xv` to propose JPEG 2000).
 fn send(port: u16, dicom: &Path, extra: &[&str]) {
@@ -250,21 +93,6 @@ print(n, len(seg.SegmentSequence))
         counts[0] >= 1 && counts[1] >= 1,
         "frames/segments {counts:?}"
     );
-}
-
-fn phantom_series(dir: &Path, seed: u64, in_plane: usize) -> PathBuf {
-    let mut spec = PhantomSpec::new(
-        seed,
-        Vertebra::T12,
-        Vertebra::L3,
-        domain::preset("ct-standard").unwrap(),
-    );
-    spec.in_plane = in_plane;
-    spec.lesions = LesionPlan::Random { rate: 1.0 };
-    let p = phantom::generate(&spec).unwrap();
-    let out = dir.join(format!("study-{seed}"));
-    write_ct_series(&p.ct, &SeriesMeta::from_preset(p.seed, &spec.domain), &out).unwrap();
-    out
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -121,7 +121,7 @@ pub async fn run(
                     crate::web::LoadedEngine::from_engine(&engine),
                 ));
             });
-            let wc = WorkerConfig::new(state_dir);
+            let wc = WorkerConfig::from_settings(state_dir, &cfg.worker);
             Some(tokio::spawn(run_worker(
                 store.clone(),
                 Arc::new(engine),

@@ -161,9 +161,10 @@ impl RunningNode {
         tasks.extend([
             tokio::spawn(server::run(node.clone(), listener, None, rx)),
             tokio::spawn(async move {
+                let stable_after = |ae: &str| tracker_node.cfg.stable_after(ae);
                 tracker_node
                     .tracker
-                    .run(store, max_attempts, tick, tracker_rx)
+                    .run(store, max_attempts, tick, stable_after, tracker_rx)
                     .await;
             }),
         ]);

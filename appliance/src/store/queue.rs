@@ -156,6 +156,19 @@ pub struct JobRecord {
     pub finished_at_ms: Option<i64>,
 }
 
+/// A series whose received instances no job covers yet (see [`Store::unqueued_series`]).
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct UnqueuedSeries {
+    /// `series.id`.
+    pub series_id: i64,
+    /// Series Instance UID.
+    pub series_uid: String,
+    /// When its latest instance was received (ms since the Unix epoch).
+    pub last_received_at_ms: i64,
+    /// The calling AE title that sent it (the greatest, if several peers did).
+    pub calling_ae: String,
+}
+
 #[derive(sqlx::FromRow)]
 struct JobRow {
     id: i64,
@@ -372,6 +385,45 @@ impl Store {
                 .bind(state.as_str())
                 .fetch_one(pool)
                 .await?
+        }))
+    }
+
+    /// Series with spooled instances of `sop_classes` received after the newest job of `kind`
+    /// for them was queued, or with no such job: the series a daemon indexed but did not queue
+    /// because it stopped (crash, kill, power loss) during their quiet period. By series id.
+    ///
+    /// # Errors
+    /// The driver's error.
+    pub async fn unqueued_series(
+        &self,
+        kind: &str,
+        sop_classes: &[&str],
+    ) -> Result<Vec<UnqueuedSeries>> {
+        if sop_classes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let classes: Vec<String> = (0..sop_classes.len())
+            .map(|i| format!("${}", i + 2))
+            .collect();
+        let sql = format!(
+            "SELECT s.series_id, s.series_uid, s.last_received_at_ms, s.calling_ae FROM (
+                 SELECT se.id AS series_id, se.series_uid,
+                        MAX(i.received_at_ms) AS last_received_at_ms,
+                        MAX(i.calling_ae) AS calling_ae
+                 FROM series se JOIN instances i ON i.series_id = se.id
+                 WHERE i.spool_deleted_at_ms IS NULL AND i.sop_class_uid IN ({})
+                 GROUP BY se.id, se.series_uid) s
+             WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.series_id = s.series_id
+                 AND j.kind = $1 AND j.created_at_ms >= s.last_received_at_ms)
+             ORDER BY s.series_id",
+            classes.join(", ")
+        );
+        Ok(on_backend!(self, |pool| {
+            let mut q = sqlx::query_as::<_, UnqueuedSeries>(&sql).bind(kind);
+            for class in sop_classes {
+                q = q.bind(*class);
+            }
+            q.fetch_all(pool).await?
         }))
     }
 

@@ -4,7 +4,8 @@
 //! role needs CREATEDB). Otherwise the test binary starts its own server: an `initdb` template
 //! is made once per machine and user (in the temp dir), then each test process copies it into a
 //! private temp dir and runs `postgres` there on a unix socket only (no TCP port to collide
-//! on). The server is run by a small shell wrapper that waits on a pipe from this process: when
+//! on). Fault tests can stop and start that server ([`stop_pg_server`], [`start_pg_server`]).
+//! The server is run by a small shell wrapper that waits on a pipe from this process: when
 //! the process exits (even on kill -9), the pipe closes and the wrapper stops the server and
 //! removes its directory. As root (CI), the server runs as the `postgres` user via `runuser`,
 //! since PostgreSQL refuses to run as root. A missing PostgreSQL fails the test with the reason;
@@ -12,6 +13,8 @@
 
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
+
+pub mod e2e;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -128,14 +131,20 @@ pub fn with_database(url: &str, db: &str) -> String {
     out
 }
 
+/// The private server of this process, started on first use.
+static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+
 /// The URL of a database on the test server with the right to create databases.
 pub fn pg_admin_url() -> String {
-    static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
     if let Ok(url) = std::env::var("DATABASE_URL") {
         return url;
     }
+    cluster().admin_url.clone()
+}
+
+fn cluster() -> &'static Cluster {
     match CLUSTER.get_or_init(Cluster::start) {
-        Ok(c) => c.admin_url.clone(),
+        Ok(c) => c,
         Err(reason) => panic!(
             "PostgreSQL tests need a server and none could be started: {reason}\n\
              Install Debian's `postgresql` (scripts/provision-system.sh) or set DATABASE_URL."
@@ -143,11 +152,59 @@ pub fn pg_admin_url() -> String {
     }
 }
 
+/// Stops this process's private PostgreSQL server (fast shutdown: open connections are cut)
+/// and returns once it is down. Every test of the process shares the server: tests that
+/// stop it must not run alongside other PostgreSQL tests of the same binary.
+pub fn stop_pg_server() {
+    cluster().control("stop", "stopped");
+}
+
+/// Starts this process's private PostgreSQL server again on the same data and socket after
+/// [`stop_pg_server`], and returns once it accepts connections.
+pub fn start_pg_server() {
+    let c = cluster();
+    c.control("start", "started");
+    wait_ready(&c.bin, &c.dir).unwrap_or_else(|e| panic!("restarting PostgreSQL: {e}"));
+}
+
 /// A private PostgreSQL server living as long as this process.
 struct Cluster {
     admin_url: String,
-    /// The wrapper shell; its stdin pipe is the server's lifeline.
+    bin: PathBuf,
+    dir: PathBuf,
+    /// The wrapper's stdin (its lifeline and command channel) and stdout (its answers).
+    control: std::sync::Mutex<(
+        std::process::ChildStdin,
+        BufReader<std::process::ChildStdout>,
+    )>,
     _wrapper: Child,
+}
+
+impl Cluster {
+    /// Sends `command` to the wrapper and waits for its `answer` line.
+    fn control(&self, command: &str, answer: &str) {
+        assert!(
+            std::env::var_os("DATABASE_URL").is_none(),
+            "stopping PostgreSQL needs the tests' private server: unset DATABASE_URL"
+        );
+        let mut guard = self
+            .control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (stdin, stdout) = &mut *guard;
+        std::io::Write::write_all(stdin, format!("{command}\n").as_bytes())
+            .and_then(|()| std::io::Write::flush(stdin))
+            .unwrap_or_else(|e| panic!("telling the PostgreSQL wrapper to {command}: {e}"));
+        let mut line = String::new();
+        stdout
+            .read_line(&mut line)
+            .unwrap_or_else(|e| panic!("waiting for the PostgreSQL wrapper ({command}): {e}"));
+        assert_eq!(
+            line.trim(),
+            answer,
+            "PostgreSQL wrapper answer to {command}"
+        );
+    }
 }
 
 const SERVER_SCRIPT: &str = r#"set -e
@@ -162,14 +219,25 @@ if [ ! -f "$template/PG_VERSION" ]; then
 fi
 d=$(mktemp -d "${TMPDIR:-/tmp}/vertebrad-pg.XXXXXX")
 cp -a "$template" "$d/data"
-"$bin/postgres" -D "$d/data" -k "$d" -c listen_addresses= -c fsync=off \
-  -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
-  >"$d/server.log" 2>&1 &
-pid=$!
+start() {
+  "$bin/postgres" -D "$d/data" -k "$d" -c listen_addresses= -c fsync=off \
+    -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
+    >>"$d/server.log" 2>&1 &
+  pid=$!
+}
+start
 echo "$d"
-# Detach from the test's output: a test runner waits for every holder of its pipes to exit.
-exec >/dev/null 2>&1
-read -r _ || true
+# Detach from the test's stderr: a test runner waits for every holder of its pipes to exit.
+# Stdout stays: it is a private pipe to the test process, which reads the answers below.
+exec 2>/dev/null
+# Commands on stdin (`stop`, `start`: tests of a database outage); end of input (the test
+# process exited, even by kill -9) stops the server and removes its directory.
+while read -r cmd; do
+  case "$cmd" in
+    stop) kill -INT "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; echo stopped ;;
+    start) start; echo started ;;
+  esac
+done
 kill -INT "$pid" 2>/dev/null || true
 wait "$pid" 2>/dev/null || true
 rm -rf "$d"
@@ -203,7 +271,8 @@ impl Cluster {
             .spawn()
             .map_err(|e| format!("starting the server wrapper (root: {root}): {e}"))?;
         let mut line = String::new();
-        BufReader::new(wrapper.stdout.take().expect("piped stdout"))
+        let mut stdout = BufReader::new(wrapper.stdout.take().expect("piped stdout"));
+        stdout
             .read_line(&mut line)
             .map_err(|e| format!("reading the server directory: {e}"))?;
         let dir = PathBuf::from(line.trim());
@@ -217,11 +286,15 @@ impl Cluster {
             ));
         }
         wait_ready(&bin, &dir)?;
+        let stdin = wrapper.stdin.take().expect("piped stdin");
         Ok(Self {
             admin_url: format!(
                 "postgres://postgres@localhost/postgres?host={}&port=5432",
                 dir.display()
             ),
+            bin,
+            dir,
+            control: std::sync::Mutex::new((stdin, stdout)),
             _wrapper: wrapper,
         })
     }

@@ -1,0 +1,231 @@
+//! End-to-end helpers shared by the tests that drive the real `vertebrad serve` binary with
+//! real peers (`pipeline.rs`, `faults.rs`): DCMTK tools, the PACS (`storescp`), the daemon
+//! with its configuration and log, phantom studies.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use vertebra_core::anatomy::Vertebra;
+use vertebra_core::dicom_series::{SeriesMeta, write_ct_series};
+use vertebra_core::phantom::{self, LesionPlan, PhantomSpec, domain};
+
+use super::{ort_library, repo};
+
+/// A DCMTK tool from `/usr/bin` (a venv may shadow the names with pynetdicom's).
+pub fn dcmtk(tool: &str) -> PathBuf {
+    let p = Path::new("/usr/bin").join(tool);
+    assert!(
+        p.is_file(),
+        "DCMTK's {tool} is missing: run scripts/provision-system.sh (installs dcmtk)"
+    );
+    p
+}
+
+/// A loopback TCP port free right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `vertebrad` binary with the ONNX Runtime library set and no inherited configuration.
+pub fn vertebrad() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vertebrad"));
+    c.env("ORT_DYLIB_PATH", ort_library())
+        .env_remove("VERTEBRA_CONFIG")
+        .env_remove("VERTEBRA_DATABASE_URL");
+    c
+}
+
+/// Runs `cmd`, fails the test with its output unless it succeeds; returns its stdout.
+pub fn ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A running process, killed (SIGKILL) on drop.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The PACS: DCMTK storescp writing into `dir`.
+pub fn pacs(dir: &Path) -> (Running, u16) {
+    let port = free_port();
+    (pacs_on(dir, port, &[]), port)
+}
+
+/// DCMTK storescp as AE `PACS` on `port` writing into `dir`, with `extra` options (e.g.
+/// `+uf` to keep every received copy, `--sleep-during 1` to answer slowly).
+pub fn pacs_on(dir: &Path, port: u16, extra: &[&str]) -> Running {
+    let child = Command::new(dcmtk("storescp"))
+        .args(["-aet", "PACS", "-od"])
+        .arg(dir)
+        .args(extra)
+        .arg(port.to_string())
+        .env("TCP_NODELAY", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting storescp");
+    Running(child)
+}
+
+/// `vertebrad serve` on `database`, sending results to the PACS at `pacs_port`; returns the
+/// process and the SCP's port.
+pub fn serve(dir: &Path, database: &str, pacs_port: u16) -> (Running, u16) {
+    setup_database(dir, database, pacs_port);
+    start_daemon(dir, database)
+}
+
+/// Migrates `database` and adds the PACS destination.
+pub fn setup_database(dir: &Path, database: &str, pacs_port: u16) {
+    let state = dir.join("state");
+    ok(vertebrad().args([
+        "--state-dir",
+        state.to_str().unwrap(),
+        "migrate",
+        "--database",
+        database,
+    ]));
+    ok(vertebrad().args([
+        "--state-dir",
+        state.to_str().unwrap(),
+        "destination",
+        "add",
+        "--name",
+        "pacs",
+        "--ae-title",
+        "PACS",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &pacs_port.to_string(),
+        "--database",
+        database,
+    ]));
+}
+
+/// Starts `vertebrad serve` with its state (and log, `vertebrad.log`) in `dir`.
+pub fn start_daemon(dir: &Path, database: &str) -> (Running, u16) {
+    start_daemon_with(dir, database, "")
+}
+
+/// [`start_daemon`] with extra `[forward]` keys.
+pub fn start_daemon_with(dir: &Path, database: &str, forward_extra: &str) -> (Running, u16) {
+    start_daemon_configured(dir, database, forward_extra, "")
+}
+
+/// [`start_daemon`] with extra `[forward]` keys and extra tables (`[worker]`,
+/// `[dicom.limits]`, `[dicom.completion]`, …) appended to the configuration. The log is
+/// appended to, so a restarted daemon's lines follow its predecessor's.
+pub fn start_daemon_configured(
+    dir: &Path,
+    database: &str,
+    forward_extra: &str,
+    tables: &str,
+) -> (Running, u16) {
+    std::fs::create_dir_all(dir).unwrap();
+    let state = dir.join("state");
+    let config = dir.join("vertebrad.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[dicom]
+bind = "127.0.0.1"
+port = 0
+ae_title = "VERTEBRA"
+[[dicom.peers]]
+ae_title = "MODALITY"
+addresses = ["127.0.0.1/32"]
+stable_after_s = 2
+[inference]
+bundle = "{}"
+trusted_keys = "{}"
+providers = ["cpu"]
+intra_threads = 2
+[forward]
+calling_ae_title = "VERTEBRA"
+poll_interval_s = 0.5
+{forward_extra}
+{tables}
+"#,
+            repo().join("models/demo-bundle").display(),
+            repo().join("keys").display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("vertebrad.log"))
+        .unwrap();
+    let mut child = vertebrad()
+        .args(["--state-dir", state.to_str().unwrap(), "serve", "--config"])
+        .arg(&config)
+        .args(["--database", database])
+        .env("VERTEBRA_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("starting vertebrad serve");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = match lines.next() {
+        Some(Ok(line)) => line,
+        other => panic!(
+            "vertebrad serve printed no first line ({other:?}); its log:\n{}",
+            std::fs::read_to_string(dir.join("vertebrad.log")).unwrap_or_default()
+        ),
+    };
+    // Keep draining stdout so the daemon never writes into a closed pipe.
+    std::thread::spawn(move || for _ in lines {});
+    let port = first
+        .strip_prefix("listening on ")
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+    (Running(child), port)
+}
+
+/// A phantom CT study (T12–L3, lesions) with `in_plane`² slices, written as a DICOM series
+/// into `<dir>/study-<seed>`.
+pub fn phantom_series(dir: &Path, seed: u64, in_plane: usize) -> PathBuf {
+    phantom_series_sized(dir, seed, in_plane, None)
+}
+
+/// [`phantom_series`] with a given number of slices (`None`: enough to cover the range).
+pub fn phantom_series_sized(
+    dir: &Path,
+    seed: u64,
+    in_plane: usize,
+    slices: Option<usize>,
+) -> PathBuf {
+    let mut spec = PhantomSpec::new(
+        seed,
+        Vertebra::T12,
+        Vertebra::L3,
+        domain::preset("ct-standard").unwrap(),
+    );
+    spec.in_plane = in_plane;
+    spec.slices = slices;
+    spec.lesions = LesionPlan::Random { rate: 1.0 };
+    let p = phantom::generate(&spec).unwrap();
+    let out = dir.join(format!("study-{seed}"));
+    write_ct_series(&p.ct, &SeriesMeta::from_preset(p.seed, &spec.domain), &out).unwrap();
+    out
+}
