@@ -8,14 +8,18 @@
 //! - [`dicom`]: the DICOM node — Storage SCP (C-ECHO, C-STORE) with a durable streaming spool,
 //!   peer allow-list and limits, DICOM TLS, series completion into the job queue;
 //! - [`series`]: series → volume — decode, validate and stack a CT/MR series for inference;
-//! - [`config`]: the daemon's typed configuration (`config` crate, `VERTEBRA_…` overrides).
+//! - [`config`]: the daemon's typed configuration (`config` crate, `VERTEBRA_…` overrides);
+//! - [`systemd`]: readiness/status notifications and a watchdog fed only while every part is
+//!   alive.
 //!
 //! It is not a place for domain logic shared with the trainer (that is `vertebra-core`).
 
 pub mod config;
+pub mod credentials;
 pub mod dicom;
 pub mod engine;
 pub mod forward;
 pub mod series;
 pub mod store;
+pub mod systemd;
 pub mod worker;
