@@ -10,6 +10,9 @@
 //! Environment overrides use `__` as the path separator below the `VERTEBRA_` prefix, e.g.
 //! `VERTEBRA_DICOM__PORT=11112` or `VERTEBRA_DICOM__AE_TITLE=SPINE`. Lists (peers) come from
 //! the file only.
+//!
+//! Any value written `credential:NAME` is the file `NAME` in `$CREDENTIALS_DIRECTORY` (systemd
+//! `LoadCredential=`; see [`crate::credentials`]), e.g. `private_key = "credential:dicom-tls.key"`.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -46,8 +49,8 @@ impl Config {
         Self::load_with_env(path, None)
     }
 
-    /// As [`Config::load`], reading overrides from `env` instead of the process environment
-    /// when given (tests).
+    /// As [`Config::load`], reading overrides (and `CREDENTIALS_DIRECTORY`) from `env`
+    /// instead of the process environment when given (tests).
     ///
     /// # Errors
     /// A message naming the file, key or value that is wrong.
@@ -59,6 +62,12 @@ impl Config {
         if let Some(path) = path {
             builder = builder.add_source(config::File::from(path).required(true));
         }
+        let credentials = match &env {
+            Some(env) => env
+                .get("CREDENTIALS_DIRECTORY")
+                .map(std::path::PathBuf::from),
+            None => std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from),
+        };
         let builder = builder.add_source(
             config::Environment::with_prefix("VERTEBRA")
                 .prefix_separator("_")
@@ -69,6 +78,7 @@ impl Config {
         let raw = builder
             .build()
             .map_err(|e| format!("reading the configuration: {e}"))?;
+        let raw = crate::credentials::resolve(raw, credentials.as_deref())?;
         let cfg: Config = raw
             .try_deserialize()
             .map_err(|e| format!("invalid configuration: {e}"))?;
@@ -639,6 +649,37 @@ mod tests {
         assert_eq!(cfg.dicom.ae_title, "FILE");
         assert_eq!(cfg.dicom.limits.max_associations, 3);
         assert!(Config::load_with_env(Some(&dir.path().join("missing.toml")), None).is_err());
+    }
+
+    #[test]
+    fn the_shipped_appliance_config_is_closed_and_takes_tls_from_credentials() {
+        let file =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/vertebrad.toml");
+        let creds = tempfile::tempdir().unwrap();
+        for name in [
+            "dicom-tls.crt",
+            "dicom-tls.key",
+            "web-tls.crt",
+            "web-tls.key",
+        ] {
+            std::fs::write(creds.path().join(name), "pem").unwrap();
+        }
+        let env: std::collections::HashMap<String, String> = [(
+            "CREDENTIALS_DIRECTORY".to_owned(),
+            creds.path().to_string_lossy().into_owned(),
+        )]
+        .into_iter()
+        .collect();
+        let cfg = Config::load_with_env(Some(&file), Some(env)).unwrap();
+        assert_eq!(cfg.dicom.port, 104);
+        assert!(cfg.dicom.peers.is_empty() && !cfg.dicom.allow_any_peer);
+        assert!(cfg.dicom.check_called_ae_title);
+        let tls = cfg.dicom.tls.unwrap();
+        assert_eq!(tls.private_key, creds.path().join("dicom-tls.key"));
+        assert_eq!(tls.certificate, creds.path().join("dicom-tls.crt"));
+        let e =
+            Config::load_with_env(Some(&file), Some(std::collections::HashMap::new())).unwrap_err();
+        assert!(e.contains("CREDENTIALS_DIRECTORY"), "{e}");
     }
 
     #[test]

@@ -10,16 +10,20 @@
 //! - [`series`]: series → volume — decode, validate and stack a CT/MR series for inference;
 //! - [`config`]: the daemon's typed configuration (`config` crate, `VERTEBRA_…` overrides);
 //! - [`web`]: the admin web console over HTTPS, `/healthz` and `/metrics`;
-//! - [`metrics`]: the process-wide counters and histograms behind `/metrics`.
+//! - [`metrics`]: the process-wide counters and histograms behind `/metrics`;
+//! - [`systemd`]: readiness/status notifications and a watchdog fed only while every part is
+//!   alive.
 //!
 //! It is not a place for domain logic shared with the trainer (that is `vertebra-core`).
 
 pub mod config;
+pub mod credentials;
 pub mod dicom;
 pub mod engine;
 pub mod forward;
 pub mod metrics;
 pub mod series;
 pub mod store;
+pub mod systemd;
 pub mod web;
 pub mod worker;

@@ -156,7 +156,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // An analysis abandoned at shutdown (its job handed back to the queue) runs on a blocking
+    // thread that cannot be interrupted: exit without waiting for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("vertebrad: {message}");

@@ -10,6 +10,13 @@
 //!   └─ other error ─▶ fail (back-off; dead after max attempts)
 //! ```
 //!
+//! Shutdown: the worker stops claiming; a job in progress gets `shutdown_grace` to finish.
+//! If it has not by then, the worker stops waiting for it and hands it back to the queue
+//! ([`Store::release`]: runnable at once, the interrupted attempt not counted), so another
+//! daemon — or this one after its restart — takes it over without waiting for the lease to
+//! run out. The analysis thread cannot be interrupted; the process exits without it, and a
+//! re-run rewrites the same outputs.
+//!
 //! Outputs go to `<results dir>/series-<id>/`. A re-run writes the same SOP Instance UIDs
 //! (derived from the series and the bundle), so the outbox does not duplicate them. Logs name
 //! jobs, series ids and error classes, never patient data.
@@ -27,6 +34,7 @@ use crate::store::queue::{Backoff, Job};
 use crate::store::{
     LesionRecord, NewResult, OutputKind, ResultStatus, Store, Timings, VertebraRecord,
 };
+use crate::systemd::Heartbeat;
 
 /// Worker settings.
 #[derive(Debug, Clone)]
@@ -41,10 +49,16 @@ pub struct WorkerConfig {
     pub results_dir: PathBuf,
     /// Back-off of failed attempts.
     pub backoff: Backoff,
+    /// How long a job in progress may still run after shutdown was asked for before it is
+    /// handed back to the queue.
+    pub shutdown_grace: Duration,
+    /// Beaten from the worker's loop (idle or waiting for a job), for the systemd watchdog.
+    pub heartbeat: Heartbeat,
 }
 
 impl WorkerConfig {
-    /// Defaults under `state_dir`: a 5 min lease, 1 s polls, `results/`.
+    /// Defaults under `state_dir`: a 5 min lease, 1 s polls, `results/`, 30 s shutdown
+    /// grace.
     pub fn new(state_dir: &Path) -> Self {
         Self {
             owner: format!(
@@ -57,6 +71,8 @@ impl WorkerConfig {
             poll: Duration::from_secs(1),
             results_dir: state_dir.join("results"),
             backoff: Backoff::default(),
+            shutdown_grace: Duration::from_secs(30),
+            heartbeat: Heartbeat::new("analysis worker"),
         }
     }
 
@@ -70,7 +86,8 @@ impl WorkerConfig {
     }
 }
 
-/// Runs the worker until `shutdown` turns true (a job in progress finishes first).
+/// Runs the worker until `shutdown` turns true. A job in progress then gets
+/// `config.shutdown_grace` to finish before it is handed back to the queue.
 ///
 /// Store errors (the database restarting, a fail-over) are retried after the poll interval:
 /// the first one is logged as an outage, the first success after it as the recovery, so an
@@ -83,7 +100,9 @@ pub async fn run_worker(
 ) {
     tracing::info!(owner = %config.owner, "analysis worker running");
     let mut outage: Option<std::time::Instant> = None;
+    let mut beat = Heartbeat::ticker();
     loop {
+        config.heartbeat.beat();
         if *shutdown.borrow() {
             break;
         }
@@ -97,13 +116,14 @@ pub async fn run_worker(
             );
         }
         match claimed {
-            Ok(Some(job)) => run_job(&store, &engine, &config, &job).await,
-            Ok(None) => {
-                tokio::select! {
-                    () = tokio::time::sleep(config.poll) => {}
-                    _ = shutdown.changed() => {}
+            Ok(Some(job)) => {
+                if !run_job_until_stopped(&store, &engine, &config, &job, &mut beat, &mut shutdown)
+                    .await
+                {
+                    break;
                 }
             }
+            Ok(None) => pause(&config, &mut beat, &mut shutdown).await,
             Err(e) => {
                 if outage.is_none() {
                     tracing::error!(
@@ -115,14 +135,73 @@ pub async fn run_worker(
                 } else {
                     tracing::debug!(error = %e, "store still unavailable");
                 }
-                tokio::select! {
-                    () = tokio::time::sleep(config.poll) => {}
-                    _ = shutdown.changed() => {}
-                }
+                pause(&config, &mut beat, &mut shutdown).await;
             }
         }
     }
     tracing::info!("analysis worker stopped");
+}
+
+/// Waits one poll interval (or until shutdown), beating the heartbeat.
+async fn pause(
+    config: &WorkerConfig,
+    beat: &mut tokio::time::Interval,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    let idle = tokio::time::sleep(config.poll);
+    tokio::pin!(idle);
+    loop {
+        tokio::select! {
+            () = &mut idle => break,
+            _ = beat.tick() => config.heartbeat.beat(),
+            _ = shutdown.changed() => break,
+        }
+    }
+}
+
+/// Runs `job`, beating the heartbeat meanwhile. Returns false when shutdown came and the
+/// grace ran out: the job was abandoned and handed back to the queue.
+async fn run_job_until_stopped(
+    store: &Store,
+    engine: &Arc<Engine>,
+    config: &WorkerConfig,
+    job: &Job,
+    beat: &mut tokio::time::Interval,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let work = run_job(store, engine, config, job);
+    tokio::pin!(work);
+    let give_up = async {
+        // An error means the sender is gone: the daemon is stopping all the same.
+        let _ = shutdown.wait_for(|stop| *stop).await;
+        tracing::info!(
+            job = job.id,
+            grace_s = config.shutdown_grace.as_secs_f64(),
+            "stopping: waiting for the job in progress"
+        );
+        tokio::time::sleep(config.shutdown_grace).await;
+    };
+    tokio::pin!(give_up);
+    loop {
+        tokio::select! {
+            () = &mut work => return true,
+            _ = beat.tick() => config.heartbeat.beat(),
+            () = &mut give_up => break,
+        }
+    }
+    match store.release(job).await {
+        Ok(()) => tracing::warn!(
+            job = job.id,
+            "job not finished within the shutdown grace: handed back to the queue"
+        ),
+        Err(e) => tracing::warn!(
+            job = job.id,
+            error = %e,
+            "job not finished within the shutdown grace and could not be handed back; it \
+             runs again when its lease expires"
+        ),
+    }
+    false
 }
 
 /// One job, start to finish (never returns an error: every outcome is recorded).

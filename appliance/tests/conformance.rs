@@ -39,6 +39,7 @@ conformance!(
     heartbeats_extend_the_lease_and_an_expired_lease_is_taken_over,
     failures_back_off_exponentially_then_the_job_is_dead,
     a_job_that_keeps_crashing_its_worker_ends_dead,
+    a_released_job_is_runnable_at_once_without_losing_an_attempt,
     permanent_failure_and_dedup_keys,
     a_job_run_twice_leaves_one_result,
     audit_events_are_append_only,
@@ -363,6 +364,31 @@ async fn failures_back_off_exponentially_then_the_job_is_dead(h: Harness) {
     assert!(
         s.claim("w", LEASE).await.unwrap().is_none(),
         "dead jobs are never claimed"
+    );
+}
+
+async fn a_released_job_is_runnable_at_once_without_losing_an_attempt(h: Harness) {
+    let s = &h.store;
+    let id = s.enqueue(&job("analyze", 1)).await.unwrap();
+    let first = s.claim("stopping", LEASE).await.unwrap().unwrap();
+    s.release(&first).await.unwrap();
+    let r = s.job(id).await.unwrap().unwrap();
+    assert_eq!(r.state, JobState::Queued);
+    assert_eq!(r.attempts, 0, "a shutdown does not use up an attempt");
+    assert_eq!(r.lease_owner, None);
+    // Another worker takes it at once, not after the lease, and it is not dead although
+    // max_attempts is 1.
+    let again = s.claim("other", LEASE).await.unwrap().unwrap();
+    assert_eq!(again.id, id);
+    assert_eq!(again.attempts, 1);
+    assert!(matches!(
+        s.release(&first).await,
+        Err(vertebrad::store::Error::LeaseLost { .. })
+    ));
+    s.complete(&again).await.unwrap();
+    assert!(
+        s.release(&again).await.is_err(),
+        "a finished job stays finished"
     );
 }
 

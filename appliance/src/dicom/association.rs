@@ -87,8 +87,16 @@ where
     let _current = crate::metrics::global().association_started();
 
     let mut phase = Phase::Idle;
+    let mut abort = node.abort.subscribe();
     let end = loop {
-        let frame = match tokio::time::timeout(idle, reader.read(&mut stream)).await {
+        let read = tokio::select! {
+            r = tokio::time::timeout(idle, reader.read(&mut stream)) => r,
+            () = async { drop(abort.wait_for(|a| *a).await) } => {
+                pdu::abort(&mut stream, AbortRQServiceProviderReason::ReasonNotSpecified).await;
+                break End::Aborted("daemon stopping");
+            }
+        };
+        let frame = match read {
             Err(_) => {
                 pdu::abort(
                     &mut stream,

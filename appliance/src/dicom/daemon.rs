@@ -5,10 +5,22 @@
 //! cannot be loaded the node still receives and spools images — a modality pushing a study
 //! must not see failures because the model is being replaced — but the error is logged loudly
 //! and jobs wait in the queue until a daemon with a working engine takes them.
+//!
+//! Under systemd (`Type=notify`, see [`crate::systemd`] and `docs/deployment.md`) it reports
+//! `READY=1` once the node listens, the store is open and the engine was loaded (or failed
+//! to), feeds the watchdog while every part is alive, and reports `STOPPING=1` on SIGTERM.
+//!
+//! Stop sequence (all steps run together, each bounded, well inside the unit's
+//! `TimeoutStopSec=60`): the listeners stop accepting and open associations get
+//! [`ASSOCIATION_GRACE`] to finish, then are aborted (A-ABORT); the worker stops claiming
+//! and a job in progress gets the worker's `shutdown_grace` (30 s), then is handed back to the
+//! queue; the forwarder stops claiming and its batches in flight get [`FORWARD_GRACE`]; then
+//! the store is closed and the process exits 0.
 
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -18,6 +30,13 @@ use crate::store::Store;
 use crate::worker::{WorkerConfig, run_worker};
 
 use super::RunningNode;
+
+/// How long open associations may continue after SIGTERM before they are aborted.
+pub const ASSOCIATION_GRACE: Duration = Duration::from_secs(20);
+
+/// How long the forwarder's batches in flight may continue after SIGTERM; deliveries of a
+/// batch cut short are sent again when their lease runs out.
+pub const FORWARD_GRACE: Duration = Duration::from_secs(30);
 
 /// Runs the daemon's DICOM node with `cfg` until a termination signal, then stops it
 /// gracefully (associations in progress finish).
@@ -98,6 +117,12 @@ pub async fn run(
     } else {
         None
     };
+    let notifier = Arc::new(crate::systemd::Notifier::from_env());
+    let listening = match node.tls_addr() {
+        Some(tls) => format!("DICOM on {} (TLS {tls})", node.local_addr()),
+        None => format!("DICOM on {}", node.local_addr()),
+    };
+    notifier.status(&format!("{listening}; loading the inference engine"));
     let (stop, stopped) = watch::channel(false);
     let mut engine_cfg = cfg.inference.clone();
     if engine_cfg.tensorrt_cache.is_none() {
@@ -114,6 +139,14 @@ pub async fn run(
     let engine = tokio::task::spawn_blocking(move || Engine::load(&engine_cfg))
         .await
         .map_err(|e| format!("engine loader: {e}"))?;
+    let mut parts = node.heartbeats().to_vec();
+    let engine_status = match &engine {
+        Ok(e) => format!(
+            "engine loaded (bundle {}, provider {})",
+            e.bundle.manifest.model.name, e.provider
+        ),
+        Err(e) => format!("engine not loaded ({}): receiving only", e.class()),
+    };
     let worker = match engine {
         Ok(engine) => {
             status.update(|s| {
@@ -122,6 +155,7 @@ pub async fn run(
                 ));
             });
             let wc = WorkerConfig::from_settings(state_dir, &cfg.worker);
+            parts.push(wc.heartbeat.clone());
             Some(tokio::spawn(run_worker(
                 store.clone(),
                 Arc::new(engine),
@@ -147,21 +181,53 @@ pub async fn run(
         cfg.forward.clone(),
         stopped.clone(),
     ));
+    let ready_status = format!("{listening}; {engine_status}; store {:?}", store.backend());
+    if let Some(interval) = crate::systemd::watchdog_interval() {
+        let check = crate::systemd::HealthCheck::new(parts, store.clone(), interval);
+        tokio::spawn(crate::systemd::run_watchdog(
+            notifier.clone(),
+            interval,
+            check,
+            ready_status.clone(),
+            stopped.clone(),
+        ));
+    }
+    notifier.ready(&ready_status);
     wait_for_signal(&mut term).await?;
+    notifier.stopping(&format!(
+        "stopping: {} association(s) open, finishing jobs in progress",
+        node.open_associations()
+    ));
     let _ = stop.send(true);
-    node.stop().await;
-    if let Some(w) = worker {
-        let _ = w.await;
-    }
-    match forwarder.await {
-        Ok(Err(e)) => tracing::warn!("forwarder: {e}"),
-        Err(e) => tracing::warn!("forwarder task: {e}"),
-        Ok(Ok(())) => {}
-    }
-    if let Some(c) = console {
-        c.stop().await;
-    }
+    let worker = async {
+        if let Some(w) = worker {
+            let _ = w.await;
+        }
+    };
+    let forwarder = async {
+        match tokio::time::timeout(FORWARD_GRACE, forwarder).await {
+            Ok(Ok(Err(e))) => tracing::warn!("forwarder: {e}"),
+            Ok(Err(e)) => tracing::warn!("forwarder task: {e}"),
+            Ok(Ok(Ok(()))) => {}
+            Err(_) => tracing::warn!(
+                "forwarder batches still in flight after the stop grace: their deliveries are \
+                 sent again when their lease runs out"
+            ),
+        }
+    };
+    let console = async {
+        if let Some(c) = console {
+            c.stop().await;
+        }
+    };
+    tokio::join!(
+        node.stop_within(ASSOCIATION_GRACE),
+        worker,
+        forwarder,
+        console
+    );
     store.close().await;
+    tracing::info!("stopped");
     Ok(())
 }
 

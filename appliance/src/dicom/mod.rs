@@ -62,6 +62,9 @@ pub struct Node {
     slots: Arc<Semaphore>,
     /// Tasks allowed to answer connections that found no slot with a rejection.
     rejecters: Arc<Semaphore>,
+    /// Turns true when the daemon stops and its associations' grace ran out: each open
+    /// association sends A-ABORT and ends.
+    abort: watch::Sender<bool>,
 }
 
 impl Node {
@@ -75,6 +78,7 @@ impl Node {
         Ok(Self {
             slots: Arc::new(Semaphore::new(max)),
             rejecters: Arc::new(Semaphore::new(max)),
+            abort: watch::channel(false).0,
             cfg,
             store,
             spool,
@@ -83,6 +87,11 @@ impl Node {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
         })
+    }
+
+    /// Associations open now (slots taken).
+    pub fn open_associations(&self) -> usize {
+        self.cfg.limits.max_associations - self.slots.available_permits()
     }
 
     /// The series tracker (series still being received, queued jobs).
@@ -115,6 +124,7 @@ pub struct RunningNode {
     node: Arc<Node>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    heartbeats: Vec<crate::systemd::Heartbeat>,
 }
 
 impl RunningNode {
@@ -150,16 +160,31 @@ impl RunningNode {
         let tracker_node = node.clone();
         let tracker_rx = rx.clone();
         let mut tasks = Vec::new();
+        let mut heartbeats = vec![crate::systemd::Heartbeat::new(format!(
+            "DICOM listener {addr}"
+        ))];
         if let Some((acceptor, l)) = tls {
+            let beat = crate::systemd::Heartbeat::new(format!(
+                "DICOM TLS listener {}",
+                tls_addr.map_or_else(String::new, |a| a.to_string())
+            ));
+            heartbeats.push(beat.clone());
             tasks.push(tokio::spawn(server::run(
                 node.clone(),
                 l,
                 Some(acceptor),
+                beat,
                 rx.clone(),
             )));
         }
         tasks.extend([
-            tokio::spawn(server::run(node.clone(), listener, None, rx)),
+            tokio::spawn(server::run(
+                node.clone(),
+                listener,
+                None,
+                heartbeats[0].clone(),
+                rx,
+            )),
             tokio::spawn(async move {
                 let stable_after = |ae: &str| tracker_node.cfg.stable_after(ae);
                 tracker_node
@@ -175,7 +200,13 @@ impl RunningNode {
             node,
             shutdown,
             tasks,
+            heartbeats,
         })
+    }
+
+    /// The accept loops' heartbeats (plain, then TLS), for the systemd watchdog.
+    pub fn heartbeats(&self) -> &[crate::systemd::Heartbeat] {
+        &self.heartbeats
     }
 
     /// The address it listens on.
@@ -195,9 +226,37 @@ impl RunningNode {
 
     /// Stops accepting, waits for the associations in progress, stops the completion task.
     pub async fn stop(self) {
+        self.stop_within(Duration::MAX).await;
+    }
+
+    /// Stops accepting and waits up to `grace` for the associations in progress to end
+    /// (a peer finishing its transfer and releasing); then aborts those still open
+    /// (A-ABORT: the peer retries later; every object it got a Success for is already
+    /// durable) and stops the completion task.
+    pub async fn stop_within(self, grace: Duration) {
         let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            let _ = t.await;
+        let mut tasks = self.tasks;
+        let drain = async {
+            while let Some(t) = tasks.last_mut() {
+                let _ = t.await;
+                tasks.pop();
+            }
+        };
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            tracing::warn!(
+                open = self.node.open_associations(),
+                grace_s = grace.as_secs_f64(),
+                "associations still open after the stop grace: aborting them"
+            );
+            let _ = self.node.abort.send(true);
+            for t in tasks {
+                let _ = t.await;
+            }
         }
+    }
+
+    /// Associations open now.
+    pub fn open_associations(&self) -> usize {
+        self.node.open_associations()
     }
 }

@@ -19,20 +19,28 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use super::{Node, association};
+use crate::systemd::Heartbeat;
 
 /// Accepts connections on `listener` (TLS first when `tls` is given) until `shutdown` turns
-/// true, then waits for the associations in progress to end.
+/// true, then waits for the associations in progress to end. Beats `heartbeat` from the
+/// accept loop while it runs (the systemd watchdog's proof that the listener is alive).
 pub async fn run(
     node: Arc<Node>,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
+    heartbeat: Heartbeat,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = node.slots.clone();
     let rejecters = node.rejecters.clone();
     let mut tasks = JoinSet::new();
+    let mut beat = Heartbeat::ticker();
     loop {
         let (socket, addr) = tokio::select! {
+            _ = beat.tick() => {
+                heartbeat.beat();
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {

@@ -220,6 +220,18 @@ impl Store {
         on_backend!(self, |pool| pool.close().await);
     }
 
+    /// Asks the database for a trivial answer (`SELECT 1`): the watchdog's proof that the
+    /// store still answers (callers bound the wait).
+    ///
+    /// # Errors
+    /// The driver's error.
+    pub async fn ping(&self) -> Result<()> {
+        on_backend!(self, |pool| {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
+    }
+
     fn now_ms(&self) -> i64 {
         self.clock.now_ms()
     }

@@ -329,6 +329,23 @@ impl Store {
         }
     }
 
+    /// Hands `job` back to the queue, runnable at once, without counting the attempt: for a
+    /// worker that stops (daemon shutdown) before the job finished. The next claim — by
+    /// another daemon, or this one after its restart — takes it at once instead of waiting for
+    /// the lease to run out.
+    ///
+    /// # Errors
+    /// [`Error::LeaseLost`] when the job was taken over or finished; the driver's error.
+    pub async fn release(&self, job: &Job) -> Result<()> {
+        let sql = format!(
+            "UPDATE jobs SET state = 'queued', attempts = attempts - 1, lease_owner = NULL,
+                 lease_expires_at_ms = NULL, run_after_ms = $4, updated_at_ms = $5
+             WHERE {LEASE_GUARD}"
+        );
+        let now = self.now_ms();
+        self.transition(job, &sql, now, now).await
+    }
+
     /// Ends `job` as `failed` without retrying: for errors a retry cannot fix (the input is
     /// not a spine CT, the series is malformed).
     ///
