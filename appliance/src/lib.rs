@@ -8,7 +8,9 @@
 //! - [`dicom`]: the DICOM node — Storage SCP (C-ECHO, C-STORE) with a durable streaming spool,
 //!   peer allow-list and limits, DICOM TLS, series completion into the job queue;
 //! - [`series`]: series → volume — decode, validate and stack a CT/MR series for inference;
-//! - [`config`]: the daemon's typed configuration (`config` crate, `VERTEBRA_…` overrides).
+//! - [`config`]: the daemon's typed configuration (`config` crate, `VERTEBRA_…` overrides);
+//! - [`viewer`]: the result viewer's server side — a series and its analysis rendered slice
+//!   by slice to PNG for the web console.
 //!
 //! It is not a place for domain logic shared with the trainer (that is `vertebra-core`).
 
@@ -18,4 +20,5 @@ pub mod engine;
 pub mod forward;
 pub mod series;
 pub mod store;
+pub mod viewer;
 pub mod worker;
