@@ -2,7 +2,7 @@
 # Installs the Debian packages the test suite talks to (idempotent). Needs root; without root it
 # only reports what is missing.
 set -euo pipefail
-packages=(dcmtk postgresql openssl systemd)
+packages=(dcmtk postgresql openssl systemd chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -13,6 +13,8 @@
 //! - [`metrics`]: the process-wide counters and histograms behind `/metrics`;
 //! - [`systemd`]: readiness/status notifications and a watchdog fed only while every part is
 //!   alive.
+//! - [`viewer`]: the result viewer's server side — a series and its analysis rendered slice
+//!   by slice to PNG for the web console.
 //!
 //! It is not a place for domain logic shared with the trainer (that is `vertebra-core`).
 
@@ -25,5 +27,6 @@ pub mod metrics;
 pub mod series;
 pub mod store;
 pub mod systemd;
+pub mod viewer;
 pub mod web;
 pub mod worker;

@@ -21,6 +21,7 @@
 pub mod codes;
 mod dataset;
 mod error;
+pub mod font;
 pub mod keyimage;
 pub mod model;
 pub mod palette;

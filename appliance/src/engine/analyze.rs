@@ -9,7 +9,8 @@
 //!    infer_prepared` with the bundle's graphs as the network;
 //! 4. **resample_back**: the label map from the model grid onto the source grid (nearest
 //!    neighbour in world coordinates), which is what the SEG must reference;
-//! 5. **write**: `labels.nii.gz` (source grid), for DICOM input `seg.dcm` and `sr.dcm`
+//! 5. **write**: `labels.nii.gz` (source grid), `lesion_heatmap.nii.gz` (source grid, when the
+//!    bundle has a lesion head; see [`lesion_heatmap`]), for DICOM input `seg.dcm` and `sr.dcm`
 //!    (vertebra-reports), and `result.json` last — its presence means the analysis is
 //!    complete (every file is written to a temporary name and renamed).
 //!
@@ -19,10 +20,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use vertebra_core::Volume;
 use vertebra_core::anatomy::Vertebra;
 use vertebra_core::inference::{InferenceConfig, infer_prepared, prepare_for_contract};
-use vertebra_core::volume::resample::{Grid, resample_nearest};
+use vertebra_core::postprocess::{LesionMaps, lesions::sigmoid};
+use vertebra_core::volume::resample::{Grid, resample_linear, resample_nearest};
+use vertebra_core::{Geometry, Volume};
 use vertebra_reports::{
     AlgorithmInfo, AnalysisFindings, InstanceIdentity, LesionFinding, SourceSeries,
     VertebraFinding, build_seg, build_sr, write_part10,
@@ -40,6 +42,8 @@ use vertebra_export::runtime::OrtNetwork;
 pub const RESULT_FILE: &str = "result.json";
 /// Name of the label map.
 pub const LABEL_MAP_FILE: &str = "labels.nii.gz";
+/// Name of the lesion heatmap (see [`lesion_heatmap`]).
+pub const LESION_HEATMAP_FILE: &str = "lesion_heatmap.nii.gz";
 /// Name of the DICOM Segmentation.
 pub const SEG_FILE: &str = "seg.dcm";
 /// Name of the TID 1500 Structured Report.
@@ -287,11 +291,20 @@ pub fn analyze(
     }
     let t = Instant::now();
     let label_map = resample_nearest(&inference.findings.label_map(), &Grid::of(source), 0u8)?;
+    let heatmap = match &inference.outputs.lesions {
+        Some(maps) => Some(lesion_heatmap(
+            maps,
+            prepared.geometry(),
+            &Grid::of(source),
+        )?),
+        None => None,
+    };
     timings.resample_back = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
     std::fs::create_dir_all(&opts.out_dir).map_err(write_err(&opts.out_dir))?;
     let _ = std::fs::remove_file(opts.out_dir.join(RESULT_FILE));
+    let _ = std::fs::remove_file(opts.out_dir.join(LESION_HEATMAP_FILE));
     let tmp_labels = opts.out_dir.join(format!(".{LABEL_MAP_FILE}.tmp.nii.gz"));
     vertebra_core::nifti::write_labels(
         &tmp_labels,
@@ -304,10 +317,27 @@ pub fn analyze(
     .map_err(|e| EngineError::Output(e.to_string()))?;
     let labels_path = opts.out_dir.join(LABEL_MAP_FILE);
     std::fs::rename(&tmp_labels, &labels_path).map_err(write_err(&labels_path))?;
+    if let Some(heatmap) = &heatmap {
+        let tmp = opts
+            .out_dir
+            .join(format!(".{LESION_HEATMAP_FILE}.tmp.nii.gz"));
+        vertebra_core::nifti::write_labels(
+            &tmp,
+            heatmap,
+            &vertebra_core::nifti::WriteOptions {
+                description: "lesion heatmap 0-255; NOT FOR DIAGNOSTIC USE".into(),
+                ..Default::default()
+            },
+        )
+        .map_err(|e| EngineError::Output(e.to_string()))?;
+        let path = opts.out_dir.join(LESION_HEATMAP_FILE);
+        std::fs::rename(&tmp, &path).map_err(write_err(&path))?;
+    }
     let (mut vertebrae, lesions) = findings_sections(&inference.findings);
     add_source_statistics(&mut vertebrae, &label_map, source);
     let mut files = OutputFiles {
         label_map: LABEL_MAP_FILE.into(),
+        lesion_heatmap: heatmap.as_ref().map(|_| LESION_HEATMAP_FILE.into()),
         seg: None,
         sr: None,
     };
@@ -390,6 +420,59 @@ pub fn analyze(
         label_map,
         out_dir: opts.out_dir.clone(),
     })
+}
+
+/// Source slices resampled per pass in [`lesion_heatmap`]: bounds the float buffer to a slab.
+const HEATMAP_SLAB: usize = 32;
+
+/// The lesion heatmap on the `source` grid: per voxel `round(255 · p)`, `p` the highest
+/// lesion-class probability (sigmoid of `lesion_heatmap_logits`) trilinearly interpolated
+/// from the stride-`s` lesion grid, whose cell `j` covers the voxel edges `[j s, (j + 1) s)`
+/// of the `prepared` grid (`vertebra_core::postprocess::lesions`), so its centre is prepared
+/// voxel `(j + ½) s − ½`. Outside the lesion grid: 0. Resampled in slabs of
+/// [`HEATMAP_SLAB`] slices so the float buffer stays small on large series.
+fn lesion_heatmap(
+    maps: &LesionMaps,
+    prepared: &Geometry,
+    source: &Grid,
+) -> Result<Volume<u8>, EngineError> {
+    maps.validate()?;
+    let cells = maps.cells();
+    let mut peak = vec![0f32; cells];
+    for channel in maps.heatmap_logits.chunks_exact(cells) {
+        for (p, &logit) in peak.iter_mut().zip(channel) {
+            *p = p.max(sigmoid(logit) as f32);
+        }
+    }
+    let s = maps.stride as f64;
+    let centre = 0.5 * s - 0.5;
+    let coarse = Volume::from_vec(
+        [maps.grid[2], maps.grid[1], maps.grid[0]],
+        peak,
+        Geometry {
+            spacing: prepared.spacing.map(|x| x * s),
+            origin: prepared.voxel_to_world([centre; 3]),
+            direction: prepared.direction,
+        },
+    )?;
+    let [nx, ny, nz] = source.dims;
+    let mut out = Vec::with_capacity(nx * ny * nz);
+    for z0 in (0..nz).step_by(HEATMAP_SLAB) {
+        let slab = Grid::new(
+            [nx, ny, HEATMAP_SLAB.min(nz - z0)],
+            Geometry {
+                origin: source.geometry.voxel_to_world([0.0, 0.0, z0 as f64]),
+                ..source.geometry
+            },
+        )?;
+        let part = resample_linear(&coarse, &slab, 0.0)?;
+        out.extend(
+            part.data()
+                .iter()
+                .map(|&p| (p * 255.0).round().clamp(0.0, 255.0) as u8),
+        );
+    }
+    Ok(Volume::from_vec(source.dims, out, source.geometry)?)
 }
 
 enum DicomOutputs {
@@ -501,4 +584,50 @@ fn write_dicom_outputs(
             path: sr_path,
         },
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lesion_heatmap_lands_on_the_source_grid_at_the_cell_centres() {
+        // Prepared grid 16³ at 1 mm, stride 4: a 4³ lesion grid; cell (z 1, y 2, x 2) hot in
+        // channel 2 (logit +4: p = 0.982), everything else −20.
+        let prepared = Geometry::axis_aligned([1.0; 3], [10.0, 20.0, 30.0]);
+        let (s, g) = (4usize, [4usize, 4, 4]);
+        let cells = 64;
+        let mut logits = vec![-20.0f32; 4 * cells];
+        let hot = 16 + 2 * 4 + 2; // z 1, y 2, x 2
+        logits[2 * cells + hot] = 4.0;
+        let maps = LesionMaps {
+            stride: s,
+            grid: g,
+            heatmap_logits: logits,
+            offset: vec![0.0; 3 * cells],
+            log_size: vec![0.0; 3 * cells],
+        };
+        // Source grid: 0.5 mm voxels over the same box, 40 slices so that slabs split it.
+        let source = Grid::new(
+            [32, 32, 40],
+            Geometry::axis_aligned([0.5; 3], [10.0, 20.0, 30.0]),
+        )
+        .unwrap();
+        let heat = lesion_heatmap(&maps, &prepared, &source).unwrap();
+        assert_eq!(heat.dims(), [32, 32, 40]);
+        // The hot cell's centre: prepared voxel (j + ½) s − ½ = (9.5, 9.5, 5.5) → world
+        // (19.5, 29.5, 35.5) → source voxel (w − o) / 0.5 = (19, 19, 11), where the
+        // interpolated value is the cell's own.
+        let (max_i, &max) = heat
+            .data()
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, v)| **v)
+            .unwrap();
+        let c = heat.coords(max_i);
+        assert_eq!(max, (255.0 * sigmoid(4.0)).round() as u8);
+        assert_eq!(c, [19, 19, 11]);
+        // Far from it: background (sigmoid(−20) rounds to 0).
+        assert_eq!(heat.data()[heat.index(0, 0, 39)], 0);
+    }
 }

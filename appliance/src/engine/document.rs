@@ -187,6 +187,11 @@ pub struct Timings {
 pub struct OutputFiles {
     /// Label map on the source grid (NIfTI, gzip).
     pub label_map: String,
+    /// Lesion heatmap on the source grid (NIfTI, gzip, u8: 255 × the highest lesion-class
+    /// probability), when the bundle has a lesion head. Absent in documents written before it
+    /// existed.
+    #[serde(default)]
+    pub lesion_heatmap: Option<String>,
     /// DICOM Segmentation (DICOM input).
     pub seg: Option<String>,
     /// DICOM Comprehensive 3D SR, TID 1500 (DICOM input).

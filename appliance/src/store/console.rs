@@ -320,19 +320,6 @@ impl Store {
         self.now_ms()
     }
 
-    /// Checks that the database answers (`/healthz`).
-    ///
-    /// # Errors
-    /// The driver's error.
-    pub async fn ping(&self) -> Result<()> {
-        on_backend!(self, |pool| {
-            sqlx::query_scalar::<_, i32>("SELECT 1")
-                .fetch_one(pool)
-                .await?;
-        });
-        Ok(())
-    }
-
     /// How many console users exist (first-run setup is offered only while none does).
     ///
     /// # Errors

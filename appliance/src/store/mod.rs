@@ -220,8 +220,8 @@ impl Store {
         on_backend!(self, |pool| pool.close().await);
     }
 
-    /// Asks the database for a trivial answer (`SELECT 1`): the watchdog's proof that the
-    /// store still answers (callers bound the wait).
+    /// Asks the database for a trivial answer (`SELECT 1`): the watchdog's and `/healthz`'s
+    /// proof that the store still answers (callers bound the wait).
     ///
     /// # Errors
     /// The driver's error.

@@ -15,6 +15,7 @@
 #![allow(dead_code)]
 
 pub mod e2e;
+pub mod browser;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
