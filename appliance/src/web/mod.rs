@@ -63,6 +63,8 @@ pub struct AppState {
     pub setup: Arc<auth::SetupToken>,
     /// Links added to the per-series page.
     pub series_links: Arc<Vec<SeriesLinkHook>>,
+    /// Series loaded for the result viewer (bounded by bytes, least recently used evicted).
+    pub viewer: Arc<pages::viewer::Cache>,
 }
 
 /// What starting the console needs.
@@ -144,7 +146,14 @@ impl RunningConsole {
             status: opts.status,
             state_dir: opts.state_dir,
             setup,
-            series_links: Arc::new(opts.series_links),
+            series_links: Arc::new(
+                std::iter::once(pages::viewer::series_link as SeriesLinkHook)
+                    .chain(opts.series_links)
+                    .collect(),
+            ),
+            viewer: Arc::new(pages::viewer::Cache::new(
+                crate::viewer::cache::DEFAULT_CACHE_BYTES,
+            )),
         };
         let app = routes::router(state);
         let (stop, stopped) = watch::channel(false);

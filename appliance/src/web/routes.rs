@@ -63,6 +63,18 @@ pub fn route_table() -> Vec<Route> {
         },
         Route {
             method: "GET",
+            path: "/static/viewer.css",
+            access: Access::Public,
+            handler: || get(statics::viewer_css),
+        },
+        Route {
+            method: "GET",
+            path: "/static/viewer.js",
+            access: Access::Public,
+            handler: || get(statics::viewer_js),
+        },
+        Route {
+            method: "GET",
             path: "/healthz",
             access: Access::Public,
             handler: || get(health::healthz),
@@ -132,6 +144,24 @@ pub fn route_table() -> Vec<Route> {
             path: "/series/{id}",
             access: VIEWER,
             handler: || get(pages::series::detail),
+        },
+        Route {
+            method: "GET",
+            path: "/series/{id}/viewer",
+            access: VIEWER,
+            handler: || get(pages::viewer::page),
+        },
+        Route {
+            method: "GET",
+            path: "/series/{id}/viewer/info.json",
+            access: VIEWER,
+            handler: || get(pages::viewer::info),
+        },
+        Route {
+            method: "GET",
+            path: "/series/{id}/viewer/slice/{plane}/{file}",
+            access: VIEWER,
+            handler: || get(pages::viewer::slice),
         },
         Route {
             method: "POST",

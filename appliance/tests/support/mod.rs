@@ -14,8 +14,8 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
-pub mod e2e;
 pub mod browser;
+pub mod e2e;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

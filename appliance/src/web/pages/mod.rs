@@ -13,6 +13,7 @@ pub mod series;
 pub mod settings;
 pub mod setup;
 pub mod users;
+pub mod viewer;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
