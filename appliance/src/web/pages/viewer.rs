@@ -9,7 +9,6 @@
 //! label map. Only a `succeeded` result can be viewed. URLs carry the database id only (no
 //! UIDs, no patient data).
 
-use std::collections::HashMap;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
@@ -81,11 +80,20 @@ pub async fn info(State(state): State<AppState>, Path(id): Path<i64>) -> Respons
     }
 }
 
+/// The slice URL's query: `window=bone|soft` (default bone), `overlay=0|1`, `heatmap=0|1`
+/// (default 0).
+#[derive(Debug, serde::Deserialize)]
+pub struct SliceQuery {
+    window: Option<String>,
+    overlay: Option<String>,
+    heatmap: Option<String>,
+}
+
 /// `GET /series/{id}/viewer/slice/{plane}/{index}.png`.
 pub async fn slice(
     State(state): State<AppState>,
     Path((id, plane, file)): Path<(i64, String, String)>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<SliceQuery>,
 ) -> Response {
     let request = || -> Result<(Plane, usize, Window, bool, bool), ViewerError> {
         let plane: Plane = plane.parse()?;
@@ -93,15 +101,21 @@ pub async fn slice(
             .strip_suffix(".png")
             .and_then(|i| i.parse::<usize>().ok())
             .ok_or_else(|| ViewerError::Request(format!("{file:?}: expected <index>.png")))?;
-        let window = Window::preset(q.get("window").map_or("bone", String::as_str))?;
-        let flag = |k: &str| -> Result<bool, ViewerError> {
-            match q.get(k).map(String::as_str) {
+        let window = Window::preset(q.window.as_deref().unwrap_or("bone"))?;
+        let flag = |k: &str, v: Option<&str>| -> Result<bool, ViewerError> {
+            match v {
                 None | Some("0") => Ok(false),
                 Some("1") => Ok(true),
                 Some(v) => Err(ViewerError::Request(format!("{k}={v:?}: use 0 or 1"))),
             }
         };
-        Ok((plane, index, window, flag("overlay")?, flag("heatmap")?))
+        Ok((
+            plane,
+            index,
+            window,
+            flag("overlay", q.overlay.as_deref())?,
+            flag("heatmap", q.heatmap.as_deref())?,
+        ))
     };
     let (plane, index, window, overlay, heatmap) = match request() {
         Ok(r) => r,
