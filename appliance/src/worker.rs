@@ -17,9 +17,11 @@
 //! run out. The analysis thread cannot be interrupted; the process exits without it, and a
 //! re-run rewrites the same outputs.
 //!
-//! Outputs go to `<results dir>/series-<id>/`. A re-run writes the same SOP Instance UIDs
-//! (derived from the series and the bundle), so the outbox does not duplicate them. Logs name
-//! jobs, series ids and error classes, never patient data.
+//! Outputs go to `<results dir>/series-<id>/`. A re-run on the same images writes the same SOP
+//! Instance UIDs (derived from the series, the bundle and the set of input images), so the
+//! outbox does not duplicate them; a re-analysis after late images (or with another bundle)
+//! gets new UIDs and is delivered as a new SEG/SR pair, the superseded pair staying in the
+//! outputs. Logs name jobs, series ids and error classes, never patient data.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -558,9 +558,15 @@ fn write_dicom_outputs(
     };
     let source = SourceSeries::from_files(&series.files)
         .map_err(|e| DicomOutputs::Unreferenceable(e.to_string()))?;
+    // The SEG/SR UIDs are a function of the series, the bundle and the exact set of input
+    // images: a retried job on the same images writes byte-identical objects under the same
+    // UIDs (delivered once), while a re-analysis after late images gets new UIDs, so the PACS
+    // receives the new result instead of keeping the old one under a UID already delivered.
     let key = format!(
-        "vertebrad/analysis/{}/{}",
-        series.series_instance_uid, engine.bundle.manifest_sha256
+        "vertebrad/analysis/{}/{}/{}",
+        series.series_instance_uid,
+        engine.bundle.manifest_sha256,
+        input_set_digest(&series.slices)
     );
     let (date, time) = &opts.content_date_time;
     let seg_id = InstanceIdentity::derived(&key, "seg", SEG_SERIES_NUMBER, date, time);
@@ -586,9 +592,59 @@ fn write_dicom_outputs(
     ])
 }
 
+/// SHA-256 (hex, first 32 digits) of the sorted `SOP Instance UID#frame` list of the slices
+/// analysed: the identity of an analysis' input set.
+fn input_set_digest(slices: &[crate::series::SliceSource]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut ids: Vec<String> = slices
+        .iter()
+        .map(|s| format!("{}#{}", s.sop_instance_uid, s.frame_number.unwrap_or(0)))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut h = Sha256::new();
+    for id in &ids {
+        h.update(id.as_bytes());
+        h.update(b"\n");
+    }
+    hex::encode(h.finalize())[..32].to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_input_set_digest_names_the_set_not_its_order() {
+        let slice = |uid: &str, frame: Option<u32>| crate::series::SliceSource {
+            sop_instance_uid: uid.into(),
+            frame_number: frame,
+            file: std::path::PathBuf::from(format!("/spool/{uid}")),
+        };
+        let a = [slice("1.2.3", None), slice("1.2.4", None)];
+        let b = [slice("1.2.4", None), slice("1.2.3", None)];
+        let late = [
+            slice("1.2.3", None),
+            slice("1.2.4", None),
+            slice("1.2.5", None),
+        ];
+        let frames = [slice("1.2.3", Some(1)), slice("1.2.3", Some(2))];
+        assert_eq!(
+            input_set_digest(&a),
+            input_set_digest(&b),
+            "order does not matter"
+        );
+        assert_eq!(input_set_digest(&a).len(), 32);
+        assert_ne!(
+            input_set_digest(&a),
+            input_set_digest(&late),
+            "a late image changes it"
+        );
+        assert_ne!(
+            input_set_digest(&frames),
+            input_set_digest(&[slice("1.2.3", Some(1))])
+        );
+    }
 
     #[test]
     fn the_lesion_heatmap_lands_on_the_source_grid_at_the_cell_centres() {
