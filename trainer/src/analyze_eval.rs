@@ -32,14 +32,14 @@ use vertebra_core::metrics::{LesionBox, PredictedLesion};
 use vertebra_core::nifti;
 
 use vertebra_core::inference::infer_prepared;
-use vertebra_core::postprocess::{CaseFindings, LesionPeak};
+use vertebra_core::postprocess::CaseFindings;
 use vertebra_core::volume::resample::{Grid, resample_nearest};
 use vertebra_export::runtime::OrtNetwork;
 
 use crate::bundle_eval::{BundleSource, open_bundle};
 use crate::evaluate::{
     CaseIds, CaseMetrics, Evaluation, PredictedParts, ScoredCentroid, aggregate,
-    metrics_from_parts, truth_lesions,
+    lesion_predictions, metrics_from_parts, scored_centroids, truth_lesions,
 };
 use crate::preprocess::prepare;
 use crate::run::RunConfig;
@@ -338,26 +338,14 @@ fn findings_on_grid(
     truths: Option<&[vertebra_core::metrics::TruthLesion]>,
 ) -> Result<CaseMetrics> {
     let labels = resample_nearest(&findings.label_map(), &Grid::of(source), 0u8)?;
-    let centroids: Vec<ScoredCentroid> = findings
-        .vertebrae
-        .iter()
-        .map(|v| ScoredCentroid {
-            label: v.vertebra.label(),
-            confidence: v.confidence,
-            position_mm: v.instance.centroid_world,
-        })
-        .collect();
+    let centroids = scored_centroids(findings);
     metrics_from_parts(
         ids,
         PredictedParts {
             labels: &labels,
             raw_labels: None,
             centroids: &centroids,
-            lesions: findings
-                .lesions
-                .iter()
-                .map(LesionPeak::to_prediction)
-                .collect(),
+            lesions: lesion_predictions(findings),
         },
         truth,
         truths,

@@ -89,20 +89,8 @@ pub fn case_metrics(
 ) -> Result<CaseMetrics> {
     let pred = findings.label_map();
     let raw = findings.raw_label_map();
-    let centroids: Vec<ScoredCentroid> = findings
-        .vertebrae
-        .iter()
-        .map(|v| ScoredCentroid {
-            label: v.vertebra.label(),
-            confidence: v.confidence,
-            position_mm: v.instance.centroid_world,
-        })
-        .collect();
-    let predictions: Vec<PredictedLesion> = findings
-        .lesions
-        .iter()
-        .map(vertebra_core::postprocess::LesionPeak::to_prediction)
-        .collect();
+    let centroids = scored_centroids(findings);
+    let predictions = lesion_predictions(findings);
     metrics_from_parts(
         CaseIds {
             case_id,
@@ -117,6 +105,28 @@ pub fn case_metrics(
         truth,
         truth_lesions,
     )
+}
+
+/// One [`ScoredCentroid`] per vertebra instance of `findings`.
+pub fn scored_centroids(findings: &CaseFindings) -> Vec<ScoredCentroid> {
+    findings
+        .vertebrae
+        .iter()
+        .map(|v| ScoredCentroid {
+            label: v.vertebra.label(),
+            confidence: v.confidence,
+            position_mm: v.instance.centroid_world,
+        })
+        .collect()
+}
+
+/// The lesion peaks of `findings` as predictions for the lesion metrics.
+pub fn lesion_predictions(findings: &CaseFindings) -> Vec<PredictedLesion> {
+    findings
+        .lesions
+        .iter()
+        .map(vertebra_core::postprocess::LesionPeak::to_prediction)
+        .collect()
 }
 
 /// A predicted vertebra centroid with its label and decoding confidence.

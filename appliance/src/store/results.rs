@@ -275,6 +275,23 @@ impl Store {
         }))
     }
 
+    /// How the series' analysis ended and when its result was last written (`updated_at_ms`,
+    /// the result's version), without reading its vertebrae and lesions: the viewer's check on
+    /// every slice request.
+    ///
+    /// # Errors
+    /// The driver's error; an unknown stored status.
+    pub async fn result_version(&self, series_id: i64) -> Result<Option<(ResultStatus, i64)>> {
+        let row: Option<(String, i64)> = on_backend!(self, |pool| {
+            sqlx::query_as("SELECT status, updated_at_ms FROM results WHERE series_id = $1")
+                .bind(series_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        row.map(|(status, at)| Ok((ResultStatus::parse(&status)?, at)))
+            .transpose()
+    }
+
     /// The result of series `series_id`, with its vertebrae (by label) and lesions.
     ///
     /// # Errors

@@ -61,11 +61,7 @@ pub async fn page(
         Ok(f) => f,
         Err(m) => return super::invalid(&user, "Audit log", &m, "/audit"),
     };
-    let page: u32 = q
-        .get("page")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0)
-        .min(100_000);
+    let page = super::page_number(&q);
     let rows = match state
         .store
         .query_audit(&filter, PAGE + 1, page * PAGE)

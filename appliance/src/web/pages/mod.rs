@@ -76,6 +76,16 @@ pub fn csrf_field(user: &CurrentUser) -> Markup {
     html! { input type="hidden" name="csrf" value=(user.csrf); }
 }
 
+/// The `page` query parameter of a paged list (0 when absent or unreadable, at most 100,000).
+pub fn page_number<S: std::hash::BuildHasher>(
+    q: &std::collections::HashMap<String, String, S>,
+) -> u32 {
+    q.get("page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+        .min(100_000)
+}
+
 /// A role's name.
 pub fn role_name(role: Role) -> &'static str {
     match role {

@@ -78,11 +78,7 @@ pub async fn list(
         Ok(f) => f,
         Err(m) => return super::invalid(&user, "Series", &m, "/series"),
     };
-    let page: u32 = q
-        .get("page")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0)
-        .min(100_000);
+    let page = super::page_number(&q);
     let (rows, more) = match state
         .store
         .list_series(&filter, PAGE_SIZE, page * PAGE_SIZE)

@@ -145,8 +145,8 @@ pub async fn slice(
 
 /// The series' result version when it has a succeeded result, else the response to send.
 async fn viewable(state: &AppState, id: i64) -> Result<i64, Response> {
-    match state.store.result_for_series(id).await {
-        Ok(Some(r)) if r.result.status == ResultStatus::Succeeded => Ok(r.updated_at_ms),
+    match state.store.result_version(id).await {
+        Ok(Some((ResultStatus::Succeeded, version))) => Ok(version),
         Ok(Some(_)) => Err(error_page(
             StatusCode::NOT_FOUND,
             "This series' analysis did not succeed: there is nothing to view.",
@@ -161,7 +161,10 @@ async fn viewable(state: &AppState, id: i64) -> Result<i64, Response> {
 
 /// The series' viewer volume, from the cache or loaded on a blocking thread.
 async fn volume(state: &AppState, id: i64) -> Result<Arc<ViewerVolume>, Response> {
-    let version = viewable(state, id).await?;
+    let key: ViewerKey = (id, viewable(state, id).await?);
+    if let Some(v) = state.viewer.get(&key) {
+        return Ok(v);
+    }
     let files = match state.store.series_files(id).await {
         Ok(Some(f)) => f,
         Ok(None) => return Err(error_page(StatusCode::NOT_FOUND, "No such series.")),
@@ -180,7 +183,6 @@ async fn volume(state: &AppState, id: i64) -> Result<Arc<ViewerVolume>, Response
     };
     let result_dir: PathBuf = state.state_dir.join("results").join(format!("series-{id}"));
     let cache = Arc::clone(&state.viewer);
-    let key: ViewerKey = (id, version);
     let loaded = tokio::task::spawn_blocking(move || {
         cache.get_or_load(&key, || {
             load_result(&result_dir, &source, &SeriesOptions::default())
