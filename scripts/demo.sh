@@ -25,9 +25,17 @@ bash scripts/provision-python.sh
 ORT_DYLIB_PATH=$(bash scripts/provision-onnxruntime.sh | tail -1)
 export ORT_DYLIB_PATH
 
-say "building vertebrad and vertebra-phantom (dev profile, optimised dependencies; the first build takes several minutes)"
-cargo build --quiet -p vertebrad -p vertebra-core --bin vertebrad --bin vertebra-phantom
-bin=${CARGO_TARGET_DIR:-target}/debug
+if [ -n "${VERTEBRA_DEMO_BIN_DIR:-}" ]; then
+  # Prebuilt binaries, e.g. a release build for timing: `cargo build --release -p vertebrad
+  # -p vertebra-core --bin vertebrad --bin vertebra-phantom`, then point here at target/release.
+  bin=$VERTEBRA_DEMO_BIN_DIR
+  for b in vertebrad vertebra-phantom; do [ -x "$bin/$b" ] || fail "$bin/$b is missing"; done
+  say "using the prebuilt binaries in $bin"
+else
+  say "building vertebrad and vertebra-phantom (dev profile, optimised dependencies; the first build takes several minutes)"
+  cargo build --quiet -p vertebrad -p vertebra-core --bin vertebrad --bin vertebra-phantom
+  bin=${CARGO_TARGET_DIR:-target}/debug
+fi
 
 rm -rf "$out"
 mkdir -p "$out/pacs" "$out/state" "$out/logs"

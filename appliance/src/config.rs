@@ -37,6 +37,8 @@ pub struct Config {
     pub web: crate::web::WebConfig,
     /// The analysis worker (job leases, polling): `[worker]`.
     pub worker: WorkerSettings,
+    /// Spool retention (when received images are deleted): `[retention]`.
+    pub retention: RetentionConfig,
 }
 
 impl Config {
@@ -111,6 +113,7 @@ impl Config {
         self.forward.validate()?;
         self.web.validate()?;
         self.worker.validate()?;
+        self.retention.validate()?;
         self.inference.validate().map_err(|e| e.to_string())
     }
 }
@@ -187,11 +190,7 @@ impl DicomConfig {
     fn validate(&self) -> Result<(), String> {
         check_ae_title("dicom.ae_title", &self.ae_title)?;
         for (i, peer) in self.peers.iter().enumerate() {
-            check_ae_title(&format!("dicom.peers[{i}].ae_title"), &peer.ae_title)?;
-            for a in &peer.addresses {
-                a.parse::<Cidr>()
-                    .map_err(|e| format!("dicom.peers[{i}].addresses: {e}"))?;
-            }
+            peer.validate(&format!("dicom.peers[{i}]"))?;
         }
         let l = &self.limits;
         if l.max_associations == 0 {
@@ -214,14 +213,7 @@ impl DicomConfig {
 
     /// The peer entry that admits `calling_ae` from `addr`, if any.
     pub fn peer(&self, calling_ae: &str, addr: IpAddr) -> Option<&PeerConfig> {
-        self.peers.iter().find(|p| {
-            p.ae_title == calling_ae
-                && (p.addresses.is_empty()
-                    || p.addresses
-                        .iter()
-                        .filter_map(|c| c.parse::<Cidr>().ok())
-                        .any(|c| c.contains(addr)))
-        })
+        self.peers.iter().find(|p| p.admits(calling_ae, addr))
     }
 
     /// How long a series from `calling_ae` must stay without new instances to be complete.
@@ -269,6 +261,37 @@ pub struct PeerConfig {
     /// default: `dicom.completion.stable_after_s`.
     #[serde(default)]
     pub stable_after_s: Option<f64>,
+}
+
+impl PeerConfig {
+    /// Whether this entry admits `calling_ae` connecting from `addr`.
+    pub fn admits(&self, calling_ae: &str, addr: IpAddr) -> bool {
+        self.ae_title == calling_ae
+            && (self.addresses.is_empty()
+                || self
+                    .addresses
+                    .iter()
+                    .filter_map(|c| c.parse::<Cidr>().ok())
+                    .any(|c| c.contains(addr)))
+    }
+
+    /// Checks the AE title and every address; `key` names the entry in the message.
+    ///
+    /// # Errors
+    /// What is wrong, naming `key`.
+    pub fn validate(&self, key: &str) -> Result<(), String> {
+        check_ae_title(&format!("{key}.ae_title"), &self.ae_title)?;
+        for a in &self.addresses {
+            a.parse::<Cidr>()
+                .map_err(|e| format!("{key}.addresses: {e}"))?;
+        }
+        match self.stable_after_s {
+            Some(s) if !(s.is_finite() && s > 0.0 && s <= 86_400.0) => Err(format!(
+                "{key}.stable_after_s must be a number of seconds in (0, 86400], not {s}"
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Resource limits of the SCP. Each protects the box from one kind of overload.
@@ -507,6 +530,81 @@ impl WorkerSettings {
             return Err("worker.poll_interval_s must be a positive number of seconds".into());
         }
         Ok(())
+    }
+}
+
+/// Spool retention: when received images (never results, outputs or the audit log) are
+/// deleted. Only images of a series whose results were all delivered are ever deleted
+/// ([`crate::store::retention`]); the PACS holds the findings, and the modality or PACS the
+/// originals. Default: images stay until the spool's file system passes 80 % use, then the
+/// earliest-delivered go until it is back at 70 % — below the 90 % mark at which new images are
+/// refused, so a full spool does not turn studies away while delivered images could go.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Delete a series' images as soon as all its results are delivered. Default false.
+    pub delete_after_delivery: bool,
+    /// Delete delivered images received more than this many days ago; 0: no age limit.
+    /// Default 0.
+    pub max_age_days: f64,
+    /// Used share (percent) of the spool's file system above which delivered images are
+    /// deleted, earliest delivery first; 0: never for disk pressure. Default 80.
+    pub high_water_percent: f64,
+    /// Disk-pressure deletion stops at this use (percent, at most `high_water_percent`).
+    /// Default 70.
+    pub low_water_percent: f64,
+    /// Seconds between retention sweeps (the first runs one interval after start). Default 300.
+    pub interval_s: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            delete_after_delivery: false,
+            max_age_days: 0.0,
+            high_water_percent: 80.0,
+            low_water_percent: 70.0,
+            interval_s: 300,
+        }
+    }
+}
+
+impl RetentionConfig {
+    fn validate(&self) -> Result<(), String> {
+        if !(self.max_age_days.is_finite() && self.max_age_days >= 0.0) {
+            return Err("retention.max_age_days must be 0 (no limit) or a positive number".into());
+        }
+        for (key, v) in [
+            ("retention.high_water_percent", self.high_water_percent),
+            ("retention.low_water_percent", self.low_water_percent),
+        ] {
+            if !(0.0..=100.0).contains(&v) {
+                return Err(format!("{key} must lie in 0..=100, not {v}"));
+            }
+        }
+        if self.high_water_percent > 0.0 && self.low_water_percent > self.high_water_percent {
+            return Err(format!(
+                "retention.low_water_percent ({}) must not exceed retention.high_water_percent ({})",
+                self.low_water_percent, self.high_water_percent
+            ));
+        }
+        if self.interval_s == 0 {
+            return Err("retention.interval_s must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The store's policy for a file system of `total_bytes`.
+    pub fn policy(&self, total_bytes: u64) -> crate::store::retention::RetentionPolicy {
+        let bytes = |percent: f64| (total_bytes as f64 * percent / 100.0) as u64;
+        let disk = self.high_water_percent > 0.0;
+        crate::store::retention::RetentionPolicy {
+            delete_after_delivery: self.delete_after_delivery,
+            max_age: (self.max_age_days > 0.0)
+                .then(|| Duration::from_secs_f64(self.max_age_days * 86_400.0)),
+            high_water_bytes: disk.then(|| bytes(self.high_water_percent)),
+            low_water_bytes: disk.then(|| bytes(self.low_water_percent)),
+        }
     }
 }
 

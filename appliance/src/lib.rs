@@ -11,6 +11,8 @@
 //! - [`config`]: the daemon's typed configuration (`config` crate, `VERTEBRA_…` overrides);
 //! - [`web`]: the admin web console over HTTPS, `/healthz` and `/metrics`;
 //! - [`metrics`]: the process-wide counters and histograms behind `/metrics`;
+//! - [`retention`]: the sweeper deleting delivered images from the spool by the retention
+//!   policy;
 //! - [`systemd`]: readiness/status notifications and a watchdog fed only while every part is
 //!   alive.
 //! - [`viewer`]: the result viewer's server side — a series and its analysis rendered slice
@@ -24,6 +26,7 @@ pub mod dicom;
 pub mod engine;
 pub mod forward;
 pub mod metrics;
+pub mod retention;
 pub mod series;
 pub mod store;
 pub mod systemd;

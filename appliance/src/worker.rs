@@ -229,6 +229,29 @@ pub async fn run_job(store: &Store, engine: &Arc<Engine>, config: &WorkerConfig,
     }
 }
 
+/// Copies an analysis output to `<out>/outputs/<kind>-<SOP Instance UID>.dcm` (temp file,
+/// fsync, rename, directory fsync) unless that file exists; returns its path. Our derived UIDs
+/// are digits and dots, so the name is safe; anything else is refused.
+async fn keep_output(out: &Path, kind: &str, uid: &str, src: &Path) -> std::io::Result<PathBuf> {
+    if uid.is_empty() || !uid.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(std::io::Error::other(format!(
+            "unexpected SOP Instance UID {uid:?}"
+        )));
+    }
+    let dir = out.join("outputs");
+    let dest = dir.join(format!("{kind}-{uid}.dcm"));
+    if tokio::fs::try_exists(&dest).await? {
+        return Ok(dest);
+    }
+    tokio::fs::create_dir_all(&dir).await?;
+    let tmp = dir.join(format!(".{kind}-{uid}.part"));
+    tokio::fs::copy(src, &tmp).await?;
+    tokio::fs::File::open(&tmp).await?.sync_all().await?;
+    tokio::fs::rename(&tmp, &dest).await?;
+    tokio::fs::File::open(&dir).await?.sync_all().await?;
+    Ok(dest)
+}
+
 enum JobError {
     Permanent(String),
     Transient(String),
@@ -268,7 +291,14 @@ async fn process(
         })?;
     let started = std::time::Instant::now();
     let out = config.results_dir.join(format!("series-{series_id}"));
-    let opts = AnalyzeOptions::new(engine, &out);
+    let mut opts = AnalyzeOptions::new(engine, &out);
+    opts.predecessor_srs = store
+        .sr_output_paths(series_id)
+        .await
+        .map_err(transient)?
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
     let engine2 = Arc::clone(engine);
     let handle = tokio::task::spawn_blocking(move || analyze(&engine2, &dir, &opts, &mut |_| {}));
     tokio::pin!(handle);
@@ -296,12 +326,20 @@ async fn process(
                 } else {
                     OutputKind::Sr
                 };
+                // The outbox sends an immutable copy named by its UID: a later re-analysis
+                // rewrites `seg.dcm`/`sr.dcm`, and an undelivered earlier object must still
+                // go out as it was.
+                let kept = keep_output(&out, o.kind, &o.sop_instance_uid, &o.path)
+                    .await
+                    .map_err(|e| {
+                        JobError::Transient(format!("keeping the {} output: {e}", o.kind))
+                    })?;
                 let output = store
                     .add_output(
                         result_id,
                         kind,
                         &o.sop_instance_uid,
-                        &o.path.to_string_lossy(),
+                        &kept.to_string_lossy(),
                     )
                     .await
                     .map_err(transient)?;

@@ -702,6 +702,32 @@ async fn retention_deletes_only_delivered_spool_files(h: Harness) {
 
     let files = s.spool_files().await.unwrap();
     assert_eq!(files.len(), 4);
+    assert!(
+        files.iter().all(|f| f.delivered_at_ms.is_none()),
+        "a late instance protects its whole series until it is analysed again: {files:?}"
+    );
+    // Its re-analysis succeeds and is delivered: now the whole series counts as delivered.
+    h.clock.advance(Duration::from_secs(5));
+    let again = s
+        .save_result(&NewResult {
+            series_id: delivered.series_id,
+            job_id: None,
+            bundle_id: "b".into(),
+            bundle_version: "1".into(),
+            status: ResultStatus::Succeeded,
+            timings: Timings::default(),
+            vertebrae: vec![],
+            lesions: vec![],
+        })
+        .await
+        .unwrap();
+    let out = s
+        .add_output(again, OutputKind::Sr, "9.again", "/out")
+        .await
+        .unwrap();
+    let d = s.add_delivery(out, dest).await.unwrap();
+    assert!(s.mark_delivered(d).await.unwrap());
+    let files = s.spool_files().await.unwrap();
     let delivered_ids: Vec<i64> = files
         .iter()
         .filter(|f| f.delivered_at_ms.is_some())
@@ -709,13 +735,37 @@ async fn retention_deletes_only_delivered_spool_files(h: Harness) {
         .collect();
     assert_eq!(
         delivered_ids,
-        [delivered.instance_id, delivered.instance_id + 1]
+        [
+            delivered.instance_id,
+            delivered.instance_id + 1,
+            late.instance_id
+        ]
     );
+    // A queued job (a requeue from the console) protects the series again.
+    let requeued = s
+        .enqueue(&NewJob {
+            kind: "analyze".into(),
+            series_id: Some(delivered.series_id),
+            dedup_key: None,
+            max_attempts: 3,
+        })
+        .await
+        .unwrap();
     assert!(
-        files
+        s.spool_files()
+            .await
+            .unwrap()
             .iter()
-            .any(|f| f.instance_id == late.instance_id && f.delivered_at_ms.is_none())
+            .all(|f| f.delivered_at_ms.is_none()),
+        "a queued job protects its series"
     );
+    let job = s
+        .claim("retention-test", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("the requeued job");
+    assert_eq!(job.id, requeued);
+    s.complete(&job).await.unwrap();
 
     let policy = RetentionPolicy {
         high_water_bytes: Some(0),
@@ -729,7 +779,7 @@ async fn retention_deletes_only_delivered_spool_files(h: Harness) {
         chosen, delivered_ids,
         "disk pressure never takes undelivered files"
     );
-    assert_eq!(s.mark_spool_deleted(&chosen).await.unwrap(), 2);
+    assert_eq!(s.mark_spool_deleted(&chosen).await.unwrap(), 3);
     assert_eq!(s.mark_spool_deleted(&chosen).await.unwrap(), 0);
     let left: Vec<i64> = s
         .spool_files()
@@ -738,7 +788,7 @@ async fn retention_deletes_only_delivered_spool_files(h: Harness) {
         .iter()
         .map(|f| f.instance_id)
         .collect();
-    assert_eq!(left, [pending.instance_id, late.instance_id]);
+    assert_eq!(left, [pending.instance_id]);
     // Results are kept.
     assert!(
         s.result_for_series(delivered.series_id)
@@ -750,7 +800,7 @@ async fn retention_deletes_only_delivered_spool_files(h: Harness) {
     s.index_instance(&instance("7.1", "7.1.1", "7.1.1.1", 4))
         .await
         .unwrap();
-    assert_eq!(s.spool_files().await.unwrap().len(), 3);
+    assert_eq!(s.spool_files().await.unwrap().len(), 2);
 }
 
 /// Runs one statement on a separate raw connection; returns the database's error text.

@@ -365,3 +365,149 @@ async fn results_wait_for_a_pacs_that_is_down_and_then_arrive() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Polls `sql` (one BIGINT) until it returns `want`, failing with the daemon's log after
+/// `limit`.
+async fn wait_count(
+    db: &mut sqlx::PgConnection,
+    sql: &str,
+    want: i64,
+    limit: Duration,
+    log: &Path,
+) {
+    let started = Instant::now();
+    loop {
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(&mut *db).await.unwrap();
+        if n == want {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "`{sql}` is {n}, not {want}, after {limit:?}; log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// A late image after the first result (with the PACS down, so nothing was delivered yet):
+/// the re-analysis gets new SEG/SR UIDs, its SR names the first SR in its Predecessor
+/// Documents Sequence and covers the late image, and once the PACS is up it receives all four
+/// objects, each exactly as recorded — the earlier pair is not overwritten by the later one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_image_gives_a_new_result_naming_its_predecessor_and_all_objects_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = support::fresh_pg_database().await;
+    let pacs_dir = dir.path().join("pacs");
+    std::fs::create_dir_all(&pacs_dir).unwrap();
+    let pacs_port = free_port();
+    setup_database(dir.path(), &database, pacs_port);
+    let (_daemon, port) = start_daemon_with(
+        dir.path(),
+        &database,
+        "backoff_base_s = 1.0\nbackoff_max_s = 2.0\nmax_attempts = 100",
+    );
+    let log = dir.path().join("vertebrad.log");
+    let study = phantom_series(dir.path(), 13, 128);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&study)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let held = dir.path().join("late");
+    std::fs::create_dir_all(&held).unwrap();
+    let late = files.last().unwrap();
+    std::fs::rename(late, held.join(late.file_name().unwrap())).unwrap();
+    let n = files.len() as i64;
+
+    send(port, &study, &[]);
+    let mut db = sqlx::PgConnection::connect(&database).await.unwrap();
+    let limit = Duration::from_secs(180);
+    wait_count(&mut db, "SELECT COUNT(*) FROM outputs", 2, limit, &log).await;
+    send(port, &held, &[]);
+    wait_count(&mut db, "SELECT COUNT(*) FROM outputs", 4, limit, &log).await;
+    wait_count(
+        &mut db,
+        "SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'",
+        2,
+        limit,
+        &log,
+    )
+    .await;
+    let delivered: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(delivered, 0, "the PACS is down");
+
+    let child = Command::new(dcmtk("storescp"))
+        .args(["-aet", "PACS", "-od"])
+        .arg(&pacs_dir)
+        .arg(pacs_port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting storescp");
+    let _pacs = Running(child);
+    wait_count(
+        &mut db,
+        "SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'",
+        4,
+        Duration::from_secs(90),
+        &log,
+    )
+    .await;
+    let recorded: Vec<String> =
+        sqlx::query_scalar("SELECT sop_instance_uid FROM outputs ORDER BY sop_instance_uid")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    // What the PACS holds, read with pydicom: the SOP UIDs, and for each SR its predecessor
+    // and how many source images its evidence lists.
+    let script = r#"
+import sys, pathlib, pydicom
+for p in sorted(pathlib.Path(sys.argv[1]).iterdir()):
+    d = pydicom.dcmread(p)
+    pred = "-"
+    evidence = 0
+    if d.Modality == "SR":
+        if "PredecessorDocumentsSequence" in d:
+            pred = d.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+        for s in d.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence:
+            if s.SeriesInstanceUID != d.SeriesInstanceUID:
+                evidence = max(evidence, len(s.ReferencedSOPSequence))
+    print(d.Modality, d.SOPInstanceUID, pred, evidence)
+"#;
+    let out = ok(Command::new(venv_python())
+        .arg("-c")
+        .arg(script)
+        .arg(&pacs_dir));
+    let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split(' ').collect()).collect();
+    let mut received: Vec<String> = rows.iter().map(|r| r[1].to_owned()).collect();
+    received.sort();
+    assert_eq!(
+        received, recorded,
+        "the PACS holds every recorded object once:\n{out}"
+    );
+    let srs: Vec<&Vec<&str>> = rows.iter().filter(|r| r[0] == "SR").collect();
+    assert_eq!(srs.len(), 2, "{out}");
+    let first = srs
+        .iter()
+        .find(|r| r[2] == "-")
+        .expect("the first SR names no predecessor");
+    let second = srs
+        .iter()
+        .find(|r| r[2] != "-")
+        .expect("the re-analysis SR names one");
+    assert_eq!(
+        second[2], first[1],
+        "the new SR names the first as its predecessor:\n{out}"
+    );
+    assert_eq!(first[3].parse::<i64>().unwrap(), n - 1, "{out}");
+    assert_eq!(
+        second[3].parse::<i64>().unwrap(),
+        n,
+        "the re-analysis covers the late image"
+    );
+}

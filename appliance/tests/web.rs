@@ -3,7 +3,9 @@
 //! PostgreSQL (`support`). Covered: every route of the route table without a session, for
 //! each role and without a CSRF token; first-run setup with the token file; login, forced
 //! password change, logout; lockout; argon2id hashes; cookie attributes; security headers;
-//! destination create + C-ECHO against DCMTK's `storescp`; bundle upload (tampered refused
+//! destination create + C-ECHO against DCMTK's `storescp`; peers added, edited and disabled
+//! in the console admitting and refusing DCMTK's `echoscu` at a running node without restart;
+//! retention settings; bundle upload (tampered refused
 //! with the reason, the committed demo bundle accepted); series pages, requeue and delete;
 //! audit entries and the CSV export; `/metrics` and `/healthz`.
 //!
@@ -1315,5 +1317,180 @@ async fn healthz_and_metrics() {
         200,
         "a console session may read it"
     );
+    console.stop().await;
+}
+
+/// DCMTK `echoscu` as `aet` to our node: whether the association was accepted.
+fn echo_accepted(aet: &str, port: u16) -> bool {
+    std::process::Command::new(support::e2e::dcmtk("echoscu"))
+        .args(["-aet", aet, "-aec", "VERTEBRA", "-to", "5", "127.0.0.1"])
+        .arg(port.to_string())
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// Polls `echo_accepted` until it equals `want` or the peer list's refresh time has passed
+/// twice over; returns the last answer.
+async fn echo_becomes(aet: &str, port: u16, want: bool) -> bool {
+    let deadline =
+        std::time::Instant::now() + 2 * vertebrad::dicom::PEER_REFRESH + Duration::from_secs(2);
+    loop {
+        let got = tokio::task::spawn_blocking({
+            let aet = aet.to_owned();
+            move || echo_accepted(&aet, port)
+        })
+        .await
+        .unwrap();
+        if got == want || std::time::Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_edited_in_the_console_open_and_close_the_scp_without_restart() {
+    let h = support::sqlite().await;
+    let spool = tempfile::tempdir().unwrap();
+    let mut dicom = vertebrad::config::DicomConfig::default();
+    dicom.bind = "127.0.0.1".parse().unwrap();
+    dicom.port = 0;
+    dicom.peers = vec![vertebrad::config::PeerConfig {
+        ae_title: "FILE_PEER".into(),
+        addresses: vec![],
+        stable_after_s: None,
+    }];
+    // The console shows the configuration the daemon runs with.
+    let file_peers = dicom.peers.clone();
+    let console = Console::start(h.store.clone(), |c| c.dicom.peers = file_peers).await;
+    let node = vertebrad::dicom::RunningNode::start(dicom, h.store.clone(), spool.path())
+        .await
+        .unwrap();
+    let port = node.local_addr().port();
+    assert!(echo_accepted("FILE_PEER", port), "the configured peer");
+    assert!(!echo_accepted("CT9", port), "CT9 is on no list yet");
+
+    let mut op = console.user("op", Role::Operator).await;
+    let form = [
+        ("ae_title", "CT9"),
+        ("addresses", "127.0.0.1, 10.0.0.0/8"),
+        ("stable_after_s", "7.5"),
+        ("enabled", "1"),
+    ];
+    assert_eq!(
+        op.post("/peers", &form).await.status,
+        403,
+        "operators may not add peers"
+    );
+    let mut admin = console.user("boss", Role::Admin).await;
+    let bad = admin
+        .post(
+            "/peers",
+            &[
+                ("ae_title", "CT9"),
+                ("addresses", "127.0.0.999"),
+                ("enabled", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+    assert!(bad.body.contains("addresses"), "{}", bad.body);
+    let r = admin.post("/peers", &form).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let id: i64 = r.location().rsplit('/').next().unwrap().parse().unwrap();
+    let dup = admin.post("/peers", &form).await;
+    assert_eq!(dup.status, 422, "one entry per AE title");
+    assert!(
+        echo_becomes("CT9", port, true).await,
+        "a console peer is admitted without restart"
+    );
+    let list = admin.get("/peers").await;
+    assert!(
+        list.body.contains("CT9") && list.body.contains("FILE_PEER"),
+        "{}",
+        list.body
+    );
+
+    // Moved to another network: refused from loopback again.
+    let r = admin
+        .post(
+            &format!("/peers/{id}"),
+            &[
+                ("ae_title", "CT9"),
+                ("addresses", "10.0.0.0/8"),
+                ("enabled", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert!(
+        !echo_becomes("CT9", port, false).await,
+        "the edited addresses apply"
+    );
+    let r = admin
+        .post(
+            &format!("/peers/{id}"),
+            &[
+                ("ae_title", "CT9"),
+                ("addresses", "127.0.0.0/8"),
+                ("enabled", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert!(echo_becomes("CT9", port, true).await);
+    let r = admin
+        .post(&format!("/peers/{id}/enabled"), &[("enabled", "0")])
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert!(
+        !echo_becomes("CT9", port, false).await,
+        "a disabled peer is refused"
+    );
+    assert!(
+        echo_accepted("FILE_PEER", port),
+        "the configured peer is unaffected"
+    );
+
+    let actions = console.audit_actions().await;
+    for a in ["peer.create", "peer.update", "peer.disable"] {
+        assert!(
+            actions.iter().any(|(u, x, _)| u == "boss" && x == a),
+            "{a}: {actions:?}"
+        );
+    }
+    assert!(
+        actions
+            .iter()
+            .any(|(u, x, o)| u == "CT9" && x == "dicom.associate" && *o == AuditOutcome::Denied),
+        "refused associations are audited: {actions:?}"
+    );
+
+    // Retention settings are validated against each other before anything is stored.
+    let r = admin
+        .post("/settings", &[("retention.low_water_percent", "95")])
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("low_water_percent"), "{}", r.body);
+    let r = admin
+        .post(
+            "/settings",
+            &[
+                ("retention.delete_after_delivery", "yes"),
+                ("retention.max_age_days", "30"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let mut cfg = Config::default();
+    vertebrad::web::settings::apply_stored(&console.store, &mut cfg)
+        .await
+        .unwrap();
+    assert!(cfg.retention.delete_after_delivery);
+    assert_eq!(cfg.retention.max_age_days, 30.0);
+
+    node.stop().await;
     console.stop().await;
 }

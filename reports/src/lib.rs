@@ -38,5 +38,5 @@ pub use model::{
 };
 pub use seg::{build_fractional_seg, build_seg};
 pub use source::{PatientStudyAttributes, SourceImage, SourceSeries};
-pub use sr::{SegReference, build_sr};
+pub use sr::{PredecessorRef, SegReference, build_sr, set_predecessor};
 pub use write::{to_part10_bytes, write_part10};

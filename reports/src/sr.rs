@@ -116,6 +116,98 @@ impl SegReference {
     }
 }
 
+/// An earlier SR of the same series that a new one replaces: a re-analysis after late images
+/// (or with another bundle) names the report it supersedes in its Predecessor Documents
+/// Sequence (0040,A360), so a PACS or reader can tell the newer report from the older one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PredecessorRef {
+    /// Study Instance UID of the earlier SR.
+    pub study_instance_uid: String,
+    /// Series Instance UID of the earlier SR.
+    pub series_instance_uid: String,
+    /// SOP Class UID of the earlier SR.
+    pub sop_class_uid: String,
+    /// SOP Instance UID of the earlier SR.
+    pub sop_instance_uid: String,
+}
+
+impl PredecessorRef {
+    /// Reads the reference from an SR (any SR storage class).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] when `sr` is not an SR document or lacks one of the UIDs.
+    pub fn from_sr(sr: &InMemDicomObject) -> Result<Self> {
+        let text = |tag| -> Result<String> {
+            sr.element(tag)
+                .ok()
+                .and_then(|e| e.to_str().ok())
+                .map(|s| s.trim_end_matches(['\0', ' ']).to_owned())
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| Error::InvalidInput(format!("the earlier SR lacks {tag}")))
+        };
+        let modality = text(tags::MODALITY)?;
+        if modality != "SR" {
+            return Err(Error::InvalidInput(format!(
+                "the earlier object is modality {modality}, not an SR"
+            )));
+        }
+        Ok(Self {
+            study_instance_uid: text(tags::STUDY_INSTANCE_UID)?,
+            series_instance_uid: text(tags::SERIES_INSTANCE_UID)?,
+            sop_class_uid: text(tags::SOP_CLASS_UID)?,
+            sop_instance_uid: text(tags::SOP_INSTANCE_UID)?,
+        })
+    }
+}
+
+/// Names `predecessor` in the Predecessor Documents Sequence of `sr` (SR Document General
+/// Module; Hierarchical SOP Instance Reference Macro), replacing any earlier entry.
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] when `predecessor` is `sr` itself.
+pub fn set_predecessor(sr: &mut InMemDicomObject, predecessor: &PredecessorRef) -> Result<()> {
+    let own = sr
+        .element(tags::SOP_INSTANCE_UID)
+        .ok()
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim_end_matches(['\0', ' ']).to_owned());
+    if own.as_deref() == Some(predecessor.sop_instance_uid.as_str()) {
+        return Err(Error::InvalidInput(
+            "an SR cannot be its own predecessor".into(),
+        ));
+    }
+    sr.seq(
+        tags::PREDECESSOR_DOCUMENTS_SEQUENCE,
+        vec![item(|study| {
+            study.str(
+                tags::STUDY_INSTANCE_UID,
+                VR::UI,
+                &predecessor.study_instance_uid,
+            );
+            study.seq(
+                tags::REFERENCED_SERIES_SEQUENCE,
+                vec![item(|s| {
+                    s.str(
+                        tags::SERIES_INSTANCE_UID,
+                        VR::UI,
+                        &predecessor.series_instance_uid,
+                    );
+                    s.seq(
+                        tags::REFERENCED_SOP_SEQUENCE,
+                        vec![sop_ref(
+                            &predecessor.sop_class_uid,
+                            &predecessor.sop_instance_uid,
+                        )],
+                    );
+                })],
+            );
+        })],
+    );
+    Ok(())
+}
+
 /// Builds the TID 1500 Comprehensive 3D SR of `findings`, referencing the vertebra segments of
 /// `seg` (built from the same findings).
 ///
@@ -606,5 +698,68 @@ mod tests {
         // Then S (z, 6 mm), then L (x, 4 mm).
         assert_eq!(&p[6..12], &[0.0, 0.0, -3.0, 0.0, 0.0, 3.0]);
         assert_eq!(&p[12..18], &[-2.0, 0.0, 0.0, 2.0, 0.0, 0.0]);
+    }
+
+    fn doc(modality: &str, sop: &str) -> InMemDicomObject {
+        let mut o = InMemDicomObject::new_empty();
+        o.str(tags::MODALITY, VR::CS, modality);
+        o.str(tags::STUDY_INSTANCE_UID, VR::UI, "1.2.3");
+        o.str(tags::SERIES_INSTANCE_UID, VR::UI, "1.2.3.4");
+        o.str(
+            tags::SOP_CLASS_UID,
+            VR::UI,
+            uids::COMPREHENSIVE3_DSR_STORAGE,
+        );
+        o.str(tags::SOP_INSTANCE_UID, VR::UI, sop);
+        o
+    }
+
+    #[test]
+    fn the_predecessor_is_referenced_hierarchically_and_never_itself() {
+        let old = PredecessorRef::from_sr(&doc("SR", "1.2.3.4.5")).unwrap();
+        assert_eq!(old.series_instance_uid, "1.2.3.4");
+        assert!(PredecessorRef::from_sr(&doc("SEG", "1.2.3.4.5")).is_err());
+        let mut new = doc("SR", "1.2.3.4.6");
+        set_predecessor(&mut new, &old).unwrap();
+        let study = &new
+            .element(tags::PREDECESSOR_DOCUMENTS_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()[0];
+        assert_eq!(
+            study
+                .element(tags::STUDY_INSTANCE_UID)
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            "1.2.3"
+        );
+        let series = &study
+            .element(tags::REFERENCED_SERIES_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()[0];
+        assert_eq!(
+            series
+                .element(tags::SERIES_INSTANCE_UID)
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            "1.2.3.4"
+        );
+        let sop = &series
+            .element(tags::REFERENCED_SOP_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()[0];
+        assert_eq!(
+            sop.element(tags::REFERENCED_SOP_INSTANCE_UID)
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            "1.2.3.4.5"
+        );
+        let mut same = doc("SR", "1.2.3.4.5");
+        assert!(set_predecessor(&mut same, &old).is_err());
     }
 }

@@ -58,7 +58,8 @@ where
             return;
         }
     };
-    let negotiated = match negotiation::negotiate(&rq, &node.cfg, addr.ip()) {
+    let console_peers = node.console_peers().await;
+    let negotiated = match negotiation::negotiate(&rq, &node.cfg, &console_peers, addr.ip()) {
         Ok(n) => n,
         Err(rejection) => {
             reject(

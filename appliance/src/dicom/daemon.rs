@@ -181,6 +181,12 @@ pub async fn run(
         cfg.forward.clone(),
         stopped.clone(),
     ));
+    let retention = tokio::spawn(crate::retention::run_retention(
+        store.clone(),
+        cfg.retention.clone(),
+        spool_dir.clone(),
+        stopped.clone(),
+    ));
     let ready_status = format!("{listening}; {engine_status}; store {:?}", store.backend());
     if let Some(interval) = crate::systemd::watchdog_interval() {
         let check = crate::systemd::HealthCheck::new(parts, store.clone(), interval);
@@ -220,11 +226,17 @@ pub async fn run(
             c.stop().await;
         }
     };
+    let retention = async {
+        if let Err(e) = retention.await {
+            tracing::warn!("retention task: {e}");
+        }
+    };
     tokio::join!(
         node.stop_within(ASSOCIATION_GRACE),
         worker,
         forwarder,
-        console
+        console,
+        retention
     );
     store.close().await;
     tracing::info!("stopped");

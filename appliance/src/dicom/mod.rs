@@ -35,20 +35,32 @@ pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::DicomConfig;
+use crate::config::{DicomConfig, PeerConfig};
 use crate::store::Store;
 use completion::SeriesTracker;
 use spool::Spool;
 
 /// Number of locks commits of the same SOP instance serialise on (by UID hash).
 const COMMIT_LOCKS: usize = 64;
+
+/// How long the allowed peers read from the store are trusted before they are read again: a
+/// peer added, changed or disabled in the web console (by this daemon or another on the same
+/// database) takes effect within this time.
+pub const PEER_REFRESH: Duration = Duration::from_secs(2);
+
+/// The allowed peers added in the web console (enabled ones), as last read from the store.
+#[derive(Debug, Default)]
+struct ConsolePeers {
+    list: RwLock<Arc<Vec<PeerConfig>>>,
+    read_at: tokio::sync::Mutex<Option<Instant>>,
+}
 
 /// Everything the associations share.
 #[derive(Debug)]
@@ -65,6 +77,8 @@ pub struct Node {
     /// Turns true when the daemon stops and its associations' grace ran out: each open
     /// association sends A-ABORT and ends.
     abort: watch::Sender<bool>,
+    /// Allowed peers from the web console, besides `cfg.peers`.
+    console_peers: ConsolePeers,
 }
 
 impl Node {
@@ -79,6 +93,7 @@ impl Node {
             slots: Arc::new(Semaphore::new(max)),
             rejecters: Arc::new(Semaphore::new(max)),
             abort: watch::channel(false).0,
+            console_peers: ConsolePeers::default(),
             cfg,
             store,
             spool,
@@ -87,6 +102,70 @@ impl Node {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
         })
+    }
+
+    /// The enabled peers added in the web console, read again from the store when the last
+    /// read is older than [`PEER_REFRESH`]. While the store cannot be read the last list read
+    /// stays in force (logged): an outage neither opens nor closes the door.
+    pub async fn console_peers(&self) -> Arc<Vec<PeerConfig>> {
+        let mut read_at = self.console_peers.read_at.lock().await;
+        if read_at.is_none_or(|t| t.elapsed() >= PEER_REFRESH) {
+            match self.store.list_peers().await {
+                Ok(rows) => {
+                    let list: Vec<PeerConfig> = rows
+                        .into_iter()
+                        .filter(|p| p.peer.enabled)
+                        .map(|p| PeerConfig {
+                            ae_title: p.peer.ae_title,
+                            addresses: p.peer.addresses,
+                            stable_after_s: p.peer.stable_after_s,
+                        })
+                        .collect();
+                    *self
+                        .console_peers
+                        .list
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner) = Arc::new(list);
+                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "cannot read the allowed peers of the web console; the last list read stays in force"
+                ),
+            }
+            *read_at = Some(Instant::now());
+        }
+        drop(read_at);
+        self.console_peers
+            .list
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// How long a series from `calling_ae` must stay without new instances to be complete:
+    /// the configuration file's peer entry, else the console's (as last read), else the
+    /// default.
+    pub fn stable_after(&self, calling_ae: &str) -> Duration {
+        let configured = self
+            .cfg
+            .peers
+            .iter()
+            .any(|p| p.ae_title == calling_ae && p.stable_after_s.is_some());
+        if !configured {
+            let list = self
+                .console_peers
+                .list
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(s) = list
+                .iter()
+                .find(|p| p.ae_title == calling_ae)
+                .and_then(|p| p.stable_after_s)
+            {
+                return Duration::from_secs_f64(s);
+            }
+        }
+        self.cfg.stable_after(calling_ae)
     }
 
     /// Associations open now (slots taken).
@@ -186,7 +265,7 @@ impl RunningNode {
                 rx,
             )),
             tokio::spawn(async move {
-                let stable_after = |ae: &str| tracker_node.cfg.stable_after(ae);
+                let stable_after = |ae: &str| tracker_node.stable_after(ae);
                 tracker_node
                     .tracker
                     .run(store, max_attempts, tick, stable_after, tracker_rx)

@@ -15,7 +15,7 @@ use dicom_ul::pdu::{
     PresentationContextResultReason, UserVariableItem,
 };
 
-use crate::config::DicomConfig;
+use crate::config::{DicomConfig, PeerConfig};
 
 /// The DICOM application context name (PS3.7 Annex A).
 pub const APPLICATION_CONTEXT: &str = "1.2.840.10008.3.1.1.1";
@@ -102,7 +102,8 @@ pub struct Rejection {
     pub why: String,
 }
 
-/// Decides on an A-ASSOCIATE-RQ from `peer`.
+/// Decides on an A-ASSOCIATE-RQ from `peer`. The allow-list is `cfg.peers` and
+/// `console_peers` (the enabled peers added in the web console).
 ///
 /// # Errors
 /// The [`Rejection`] to send: wrong protocol version or application context, unknown called
@@ -110,6 +111,7 @@ pub struct Rejection {
 pub fn negotiate(
     rq: &AssociationRQ,
     cfg: &DicomConfig,
+    console_peers: &[PeerConfig],
     peer: IpAddr,
 ) -> Result<Negotiated, Rejection> {
     let calling = rq.calling_ae_title.trim().to_owned();
@@ -138,7 +140,10 @@ pub fn negotiate(
             &format!("called AE title `{called}` is not ours"),
         ));
     }
-    if !cfg.allow_any_peer && cfg.peer(&calling, peer).is_none() {
+    if !cfg.allow_any_peer
+        && cfg.peer(&calling, peer).is_none()
+        && !console_peers.iter().any(|p| p.admits(&calling, peer))
+    {
         return Err(reject(
             AssociationRJSource::ServiceUser(
                 AssociationRJServiceUserReason::CallingAETitleNotRecognized,
@@ -311,6 +316,7 @@ mod tests {
         let n = negotiate(
             &rq("CT1", "SPINE", &[(CT, &offered)]),
             &cfg(),
+            &[],
             "10.1.1.1".parse().unwrap(),
         )
         .unwrap();
@@ -344,6 +350,7 @@ mod tests {
                 ],
             ),
             &c,
+            &[],
             "10.1.1.1".parse().unwrap(),
         )
         .unwrap();
@@ -372,7 +379,7 @@ mod tests {
         let ip: IpAddr = "10.1.1.1".parse().unwrap();
         let source = |r: Result<Negotiated, Rejection>| r.unwrap_err().rj.source;
         assert_eq!(
-            source(negotiate(&rq("CT2", "SPINE", ctx), &cfg(), ip)),
+            source(negotiate(&rq("CT2", "SPINE", ctx), &cfg(), &[], ip)),
             AssociationRJSource::ServiceUser(
                 AssociationRJServiceUserReason::CallingAETitleNotRecognized
             )
@@ -381,6 +388,7 @@ mod tests {
             source(negotiate(
                 &rq("CT1", "SPINE", ctx),
                 &cfg(),
+                &[],
                 "192.168.0.1".parse().unwrap()
             )),
             AssociationRJSource::ServiceUser(
@@ -388,13 +396,43 @@ mod tests {
             )
         );
         assert_eq!(
-            source(negotiate(&rq("CT1", "OTHER", ctx), &cfg(), ip)),
+            source(negotiate(&rq("CT1", "OTHER", ctx), &cfg(), &[], ip)),
             AssociationRJSource::ServiceUser(
                 AssociationRJServiceUserReason::CalledAETitleNotRecognized
             )
         );
-        let rej = negotiate(&rq("CT2", "SPINE", ctx), &cfg(), ip).unwrap_err();
+        let rej = negotiate(&rq("CT2", "SPINE", ctx), &cfg(), &[], ip).unwrap_err();
         assert_eq!(rej.rj.result, AssociationRJResult::Permanent);
         assert_eq!(busy().rj.result, AssociationRJResult::Transient);
+    }
+
+    #[test]
+    fn console_peers_join_the_configured_allow_list() {
+        let ctx: &[(&str, &[&str])] = &[(VERIFICATION, &["1.2.840.10008.1.2"])];
+        let console = [PeerConfig {
+            ae_title: "CT2".into(),
+            addresses: vec!["10.1.0.0/16".into()],
+            stable_after_s: None,
+        }];
+        let ok = |ip: &str| {
+            negotiate(
+                &rq("CT2", "SPINE", ctx),
+                &cfg(),
+                &console,
+                ip.parse().unwrap(),
+            )
+        };
+        assert!(ok("10.1.9.9").is_ok());
+        assert!(ok("10.2.0.1").is_err(), "outside the console peer's block");
+        // The configured peer still passes with a console list present.
+        assert!(
+            negotiate(
+                &rq("CT1", "SPINE", ctx),
+                &cfg(),
+                &console,
+                "10.1.1.1".parse().unwrap()
+            )
+            .is_ok()
+        );
     }
 }

@@ -278,6 +278,15 @@ pub struct Written {
     pub sha256: String,
 }
 
+/// Used and total bytes of the file system holding `dir` (used counts what unprivileged
+/// writers cannot have: total minus what is available to them).
+pub fn disk_use(dir: &Path) -> Option<(u64, u64)> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    let total = st.f_blocks.saturating_mul(st.f_frsize);
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    Some((total.saturating_sub(free), total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

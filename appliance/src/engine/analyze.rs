@@ -26,8 +26,8 @@ use vertebra_core::postprocess::{LesionMaps, lesions::sigmoid};
 use vertebra_core::volume::resample::{Grid, resample_linear, resample_nearest};
 use vertebra_core::{Geometry, Volume};
 use vertebra_reports::{
-    AlgorithmInfo, AnalysisFindings, InstanceIdentity, LesionFinding, SourceSeries,
-    VertebraFinding, build_seg, build_sr, write_part10,
+    AlgorithmInfo, AnalysisFindings, InstanceIdentity, LesionFinding, PredecessorRef, SourceSeries,
+    VertebraFinding, build_seg, build_sr, set_predecessor, write_part10,
 };
 
 use super::document::{
@@ -84,6 +84,11 @@ pub struct AnalyzeOptions {
     pub algorithm: AlgorithmInfo,
     /// Content date `YYYYMMDD` and time `HHMMSS` of the SEG/SR (the caller's clock).
     pub content_date_time: (String, String),
+    /// Earlier SR files of the same series, newest first (the worker passes those it
+    /// recorded). The first readable one that is not the new SR itself becomes the new SR's
+    /// Predecessor Documents Sequence; an identical retry therefore names the same
+    /// predecessor and stays byte-identical.
+    pub predecessor_srs: Vec<PathBuf>,
 }
 
 impl AnalyzeOptions {
@@ -105,6 +110,7 @@ impl AnalyzeOptions {
                 software_version: format!("vertebrad {}", env!("CARGO_PKG_VERSION")),
             },
             content_date_time: (digits[..8].to_owned(), digits[8..14].to_owned()),
+            predecessor_srs: Vec::new(),
         }
     }
 }
@@ -573,8 +579,11 @@ fn write_dicom_outputs(
     let sr_id = InstanceIdentity::derived(&key, "sr", SR_SERIES_NUMBER, date, time);
     let seg = build_seg(&source, &analysis, &opts.algorithm, &seg_id)
         .map_err(|e| fail(format!("SEG: {e}")))?;
-    let sr = build_sr(&source, &analysis, &opts.algorithm, &seg, &sr_id)
+    let mut sr = build_sr(&source, &analysis, &opts.algorithm, &seg, &sr_id)
         .map_err(|e| fail(format!("SR: {e}")))?;
+    if let Some(p) = predecessor(&opts.predecessor_srs, &sr_id.sop_instance_uid) {
+        set_predecessor(&mut sr, &p).map_err(|e| fail(format!("SR: {e}")))?;
+    }
     let (seg_path, sr_path) = (opts.out_dir.join(SEG_FILE), opts.out_dir.join(SR_FILE));
     write_part10(&seg, &seg_path).map_err(|e| fail(format!("SEG: {e}")))?;
     write_part10(&sr, &sr_path).map_err(|e| fail(format!("SR: {e}")))?;
@@ -590,6 +599,26 @@ fn write_dicom_outputs(
             path: sr_path,
         },
     ])
+}
+
+/// The first of `candidates` (earlier SR files, newest first) that can be read and is not
+/// the SR being written (`own_uid`: an identical retry re-derives the same UID).
+fn predecessor(candidates: &[PathBuf], own_uid: &str) -> Option<PredecessorRef> {
+    candidates.iter().find_map(|path| {
+        let read = dicom_object::OpenFileOptions::new()
+            .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+            .open_file(path)
+            .map_err(|e| e.to_string())
+            .and_then(|obj| PredecessorRef::from_sr(&obj).map_err(|e| e.to_string()));
+        match read {
+            Ok(p) if p.sop_instance_uid == own_uid => None,
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), "an earlier SR of the series is unreadable, not named as predecessor: {e}");
+                None
+            }
+        }
+    })
 }
 
 /// SHA-256 (hex, first 32 digits) of the sorted `SOP Instance UID#frame` list of the slices

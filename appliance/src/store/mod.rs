@@ -52,6 +52,7 @@ mod error;
 mod index;
 mod migrations;
 mod outbox;
+mod peers;
 mod postgres;
 pub mod queue;
 mod results;
@@ -70,6 +71,7 @@ pub use migrations::AppliedMigration;
 pub use outbox::{
     ClaimedDelivery, DeliveryRecord, DeliveryState, NewDestination, RetryPolicy, StoredDestination,
 };
+pub use peers::{NewPeer, StoredPeer};
 pub use results::{
     LesionRecord, NewResult, OutputKind, ResultStatus, StoredResult, Timings, VertebraRecord,
 };
@@ -232,7 +234,7 @@ impl Store {
         Ok(())
     }
 
-    fn now_ms(&self) -> i64 {
+    pub(crate) fn now_ms(&self) -> i64 {
         self.clock.now_ms()
     }
 }

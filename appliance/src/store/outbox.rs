@@ -74,6 +74,24 @@ impl Store {
         }))
     }
 
+    /// Files of the SRs recorded for `series_id`'s results, newest first (superseded ones
+    /// included): the candidates a new SR names as its predecessor.
+    ///
+    /// # Errors
+    /// The driver's error.
+    pub async fn sr_output_paths(&self, series_id: i64) -> Result<Vec<String>> {
+        Ok(on_backend!(self, |pool| {
+            sqlx::query_scalar::<_, String>(
+                "SELECT o.spool_path FROM outputs o JOIN results r ON r.id = o.result_id
+                 WHERE r.series_id = $1 AND o.kind = 'sr'
+                 ORDER BY o.created_at_ms DESC, o.id DESC",
+            )
+            .bind(series_id)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
     /// Records a produced object of result `result_id`; recording the same SOP instance again
     /// returns the same id (a re-run job re-records its outputs).
     ///

@@ -4,8 +4,9 @@
 //! The rules, in order of precedence:
 //! 1. A file whose series is not *delivered* is never selected, whatever the policy or disk
 //!    pressure: nothing acknowledged to a modality is lost before its results reached the PACS.
-//!    Delivered means: the series has a `succeeded` result computed after the instance arrived,
-//!    its outputs have at least one delivery, and every delivery is `delivered`.
+//!    Delivered means: the series has a `succeeded` result computed after every one of its
+//!    instances arrived, its outputs have at least one delivery, every delivery is
+//!    `delivered`, and no job of the series is queued, running or waiting to retry.
 //! 2. Delivered files are selected when the policy deletes after delivery, or when they are
 //!    older than `max_age`.
 //! 3. While disk use is above the high-water mark, further delivered files are selected, the
@@ -97,14 +98,27 @@ fn size(f: &SpoolFile) -> u64 {
 impl Store {
     /// Every instance whose spooled file has not been deleted, with its series' delivery time.
     ///
+    /// A series counts as delivered only while nothing of it awaits analysis: every instance
+    /// (deleted or not) arrived before its latest succeeded result, and no job of it is queued,
+    /// running or waiting to retry. So a late instance or a requeue protects the whole series
+    /// until the new result is delivered — the re-analysis needs every image.
+    ///
     /// # Errors
     /// The driver's error.
     pub async fn spool_files(&self) -> Result<Vec<SpoolFile>> {
         const SQL: &str = "SELECT i.id AS instance_id, i.spool_path, i.size_bytes,
                 i.received_at_ms,
-                CASE WHEN i.received_at_ms <= d.result_at_ms THEN d.delivered_at_ms END
+                CASE WHEN m.last_received_ms <= d.result_at_ms
+                          AND NOT EXISTS (
+                              SELECT 1 FROM jobs j WHERE j.series_id = i.series_id
+                              AND j.state IN ('queued', 'running', 'failed'))
+                     THEN d.delivered_at_ms END
                     AS delivered_at_ms
             FROM instances i
+            JOIN (
+                SELECT series_id, MAX(received_at_ms) AS last_received_ms
+                FROM instances GROUP BY series_id
+            ) m ON m.series_id = i.series_id
             LEFT JOIN (
                 SELECT r.series_id, MAX(r.updated_at_ms) AS result_at_ms,
                        MAX(dl.delivered_at_ms) AS delivered_at_ms

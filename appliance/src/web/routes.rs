@@ -215,7 +215,31 @@ pub fn route_table() -> Vec<Route> {
             method: "GET",
             path: "/peers",
             access: VIEWER,
-            handler: || get(pages::destinations::peers),
+            handler: || get(pages::peers::list),
+        },
+        Route {
+            method: "POST",
+            path: "/peers",
+            access: ADMIN,
+            handler: || post(pages::peers::create),
+        },
+        Route {
+            method: "GET",
+            path: "/peers/{id}",
+            access: VIEWER,
+            handler: || get(pages::peers::edit),
+        },
+        Route {
+            method: "POST",
+            path: "/peers/{id}",
+            access: ADMIN,
+            handler: || post(pages::peers::update),
+        },
+        Route {
+            method: "POST",
+            path: "/peers/{id}/enabled",
+            access: ADMIN,
+            handler: || post(pages::peers::set_enabled),
         },
         Route {
             method: "GET",

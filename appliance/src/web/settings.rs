@@ -16,6 +16,8 @@ pub enum Kind {
         /// Largest allowed.
         max: f64,
     },
+    /// Yes or no (`true`/`false`, `yes`/`no`, `on`/`off`, `1`/`0`).
+    Bool,
     /// A whole number in `min..=max`.
     Integer {
         /// Smallest allowed.
@@ -43,7 +45,7 @@ pub struct SettingDef {
 }
 
 /// Every editable setting.
-pub const SETTINGS: [SettingDef; 6] = [
+pub const SETTINGS: [SettingDef; 10] = [
     SettingDef {
         key: "dicom.completion.stable_after_s",
         label: "Series-stable timeout",
@@ -104,6 +106,48 @@ pub const SETTINGS: [SettingDef; 6] = [
         current: |c| c.forward.max_attempts.to_string(),
         apply: |c, v| c.forward.max_attempts = v as u32,
     },
+    SettingDef {
+        key: "retention.delete_after_delivery",
+        label: "Delete images after delivery",
+        help: "yes: a series' received images are deleted once all its results reached the PACS",
+        kind: Kind::Bool,
+        current: |c| c.retention.delete_after_delivery.to_string(),
+        apply: |c, v| c.retention.delete_after_delivery = v != 0.0,
+    },
+    SettingDef {
+        key: "retention.max_age_days",
+        label: "Image retention",
+        help: "days; delivered images received longer ago are deleted (0: no age limit)",
+        kind: Kind::Float {
+            min: 0.0,
+            max: 36_500.0,
+        },
+        current: |c| c.retention.max_age_days.to_string(),
+        apply: |c, v| c.retention.max_age_days = v,
+    },
+    SettingDef {
+        key: "retention.high_water_percent",
+        label: "Retention high-water mark",
+        help: "percent of the spool file system; above it delivered images are deleted, \
+               earliest delivery first (0: never for disk pressure)",
+        kind: Kind::Float {
+            min: 0.0,
+            max: 99.5,
+        },
+        current: |c| c.retention.high_water_percent.to_string(),
+        apply: |c, v| c.retention.high_water_percent = v,
+    },
+    SettingDef {
+        key: "retention.low_water_percent",
+        label: "Retention low-water mark",
+        help: "percent; disk-pressure deletion stops here (at most the high-water mark)",
+        kind: Kind::Float {
+            min: 0.0,
+            max: 99.5,
+        },
+        current: |c| c.retention.low_water_percent.to_string(),
+        apply: |c, v| c.retention.low_water_percent = v,
+    },
 ];
 
 /// The definition of `key`.
@@ -129,6 +173,11 @@ pub fn parse(def: &SettingDef, value: &str) -> Result<(f64, String), String> {
             }
             Ok((x, x.to_string()))
         }
+        Kind::Bool => match v.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" | "1" => Ok((1.0, "true".into())),
+            "false" | "no" | "off" | "0" => Ok((0.0, "false".into())),
+            _ => Err(format!("{}: {v:?} is not yes or no", def.label)),
+        },
         Kind::Integer { min, max } => {
             let x: u64 = v
                 .parse()
@@ -187,5 +236,21 @@ mod tests {
         assert!(parse(def, "1.5").is_err());
         assert!(parse(def, "0").is_err());
         assert_eq!(parse(def, "7").unwrap().1, "7");
+        let def = definition("retention.delete_after_delivery").unwrap();
+        assert!(parse(def, "maybe").is_err());
+        let (v, text) = parse(def, "Yes").unwrap();
+        assert_eq!(text, "true");
+        (def.apply)(&mut cfg, v);
+        assert!(cfg.retention.delete_after_delivery);
+        (def.apply)(&mut cfg, parse(def, "off").unwrap().0);
+        assert!(!cfg.retention.delete_after_delivery);
+    }
+
+    #[test]
+    fn a_low_water_mark_above_the_high_one_is_refused_by_validation() {
+        let mut cfg = Config::default();
+        let low = definition("retention.low_water_percent").unwrap();
+        (low.apply)(&mut cfg, parse(low, "85").unwrap().0);
+        assert!(cfg.validate().unwrap_err().contains("low_water_percent"));
     }
 }

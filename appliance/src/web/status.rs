@@ -6,6 +6,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
+/// Used and total bytes of the spool's file system (shown on the dashboard).
+pub use crate::dicom::spool::disk_use;
+
 /// The DICOM listener as started.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DicomStatus {
@@ -148,12 +151,4 @@ fn detect_gpu() -> Option<String> {
         }
     }
     None
-}
-
-/// Used and total bytes of the file system holding `dir`.
-pub fn disk_use(dir: &std::path::Path) -> Option<(u64, u64)> {
-    let st = rustix::fs::statvfs(dir).ok()?;
-    let total = st.f_blocks.saturating_mul(st.f_frsize);
-    let free = st.f_bavail.saturating_mul(st.f_frsize);
-    Some((total.saturating_sub(free), total))
 }

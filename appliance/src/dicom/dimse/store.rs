@@ -275,7 +275,7 @@ async fn commit(
             &series_uid,
             ids.series_id,
             received_at_ms,
-            node.cfg.stable_after(&peer.calling_ae),
+            node.stable_after(&peer.calling_ae),
         );
     }
     Ok(())

@@ -1,5 +1,5 @@
-//! Result destinations (create, edit, enable/disable, C-ECHO test) and the allowed sending
-//! peers (read-only here: they are configured in `[dicom].peers` of the configuration file).
+//! Result destinations: create, edit, enable/disable, C-ECHO test. (The allowed sending peers
+//! are in [`super::peers`].)
 
 use axum::extract::{Extension, Form, Path, State};
 use axum::http::StatusCode;
@@ -376,34 +376,4 @@ pub async fn echo(
         StatusCode::BAD_GATEWAY
     };
     (status, layout("C-ECHO", Some(&user), &body)).into_response()
-}
-
-/// `GET /peers`: the allowed sending peers from the configuration file (read-only).
-pub async fn peers(
-    State(state): State<AppState>,
-    Extension(user): Extension<CurrentUser>,
-) -> Response {
-    let dicom = &state.config.dicom;
-    let body = html! {
-        h1 { "Allowed peers" }
-        div.banner.info {
-            "Peers allowed to send images are set in the configuration file (" code { "[[dicom.peers]]" }
-            ") and take effect at restart; the console shows them read-only."
-        }
-        p { "Our AE title: " strong { (dicom.ae_title) } ", port " (dicom.port)
-            @if let Some(t) = &dicom.tls { ", TLS port " (t.port) } }
-        @if dicom.allow_any_peer { div.banner.warn { "allow_any_peer is on: any AE from any address may send." } }
-        table {
-            tr { th { "AE title" } th { "Addresses" } th.num { "Series stable after (s)" } }
-            @for p in &dicom.peers {
-                tr {
-                    td { (p.ae_title) }
-                    td { @if p.addresses.is_empty() { "any" } @else { (p.addresses.join(", ")) } }
-                    td.num { (p.stable_after_s.unwrap_or(dicom.completion.stable_after_s)) }
-                }
-            }
-            @if dicom.peers.is_empty() { tr { td.muted colspan="3" { "No peer configured." } } }
-        }
-    };
-    layout("Peers", Some(&user), &body).into_response()
 }

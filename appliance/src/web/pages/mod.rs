@@ -9,6 +9,7 @@ pub mod destinations;
 pub mod login;
 pub mod model;
 pub mod password;
+pub mod peers;
 pub mod series;
 pub mod settings;
 pub mod setup;
