@@ -19,8 +19,10 @@
 //! - Chromium runs with `--headless --no-sandbox --disable-gpu --disable-background-networking
 //!   --disable-component-update --disable-sync --no-first-run`, a fresh `--user-data-dir` (a
 //!   temp dir removed afterwards), a fixed 1920 × 1600 window at device scale 1 (screenshot
-//!   pixels are CSS pixels), and `acceptInsecureCerts` so the console's self-signed test
-//!   certificates are accepted.
+//!   pixels are CSS pixels), and `acceptInsecureCerts` so self-signed test certificates are
+//!   accepted — or, with [`Browser::start_trusting`], no insecure certificate except the one
+//!   whose public key is named (`--ignore-certificate-errors-spki-list`): the console tests
+//!   trust exactly the certificate `vertebrad serve` generated.
 //! - chromedriver listens on a free loopback port and runs in its own process group; dropping
 //!   the [`Browser`] (also while a test panics) ends the WebDriver session and kills the whole
 //!   group, Chromium included.
@@ -205,8 +207,21 @@ pub struct Browser {
 
 impl Browser {
     /// Starts chromedriver and a fresh headless Chromium session for the test `test` (names its
-    /// artifacts). Panics with the install command when a binary is missing.
+    /// artifacts) that accepts any certificate. Panics with the install command when a binary is
+    /// missing.
     pub fn start(test: &str) -> Browser {
+        Self::start_with(test, None)
+    }
+
+    /// Like [`Browser::start`], but certificate errors are ignored only for a certificate whose
+    /// public key (SubjectPublicKeyInfo) has the SHA-256 `spki_sha256_base64` (Chromium's
+    /// `--ignore-certificate-errors-spki-list`, honoured with `--user-data-dir`): the browser
+    /// trusts exactly the server's certificate and refuses any other.
+    pub fn start_trusting(test: &str, spki_sha256_base64: &str) -> Browser {
+        Self::start_with(test, Some(spki_sha256_base64))
+    }
+
+    fn start_with(test: &str, trusted_spki: Option<&str>) -> Browser {
         let driver_path = chromedriver_path();
         let chromium = chromium_path();
         let port = free_port();
@@ -245,8 +260,11 @@ impl Browser {
             "--user-data-dir={}",
             browser.profile.path().display()
         ));
+        if let Some(spki) = trusted_spki {
+            args.push(format!("--ignore-certificate-errors-spki-list={spki}"));
+        }
         let caps = json!({"capabilities": {"alwaysMatch": {
-            "acceptInsecureCerts": true,
+            "acceptInsecureCerts": trusted_spki.is_none(),
             "pageLoadStrategy": "normal",
             "goog:chromeOptions": {"binary": chromium.to_string_lossy(), "args": args},
         }}});
@@ -437,6 +455,17 @@ impl Browser {
         );
     }
 
+    /// Types `text` into the element matching `css` without clearing it first: for a file
+    /// input, `text` is the absolute path of the file to choose.
+    pub fn send_keys(&self, css: &str, text: &str) {
+        let e = self.find(css);
+        self.call(
+            "POST",
+            &self.session_path(&format!("/element/{}/value", e.0)),
+            Some(json!({"text": text})),
+        );
+    }
+
     /// The rendered text of the first element matching `css`.
     pub fn text(&self, css: &str) -> String {
         let e = self.find(css);
@@ -469,15 +498,25 @@ impl Browser {
         }
     }
 
-    /// Panics with `message`, the current URL and a saved failure screenshot.
-    fn fail(&self, message: &str) -> ! {
+    /// Panics with `message`, the current URL, the start of the page's text and a saved
+    /// failure screenshot.
+    pub fn fail(&self, message: &str) -> ! {
         let url = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.current_url()))
             .unwrap_or_default();
+        let text = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.execute(
+                "return document.body ? document.body.innerText.slice(0, 3000) : '';",
+                &[],
+            )
+        }))
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
         let shot = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.screenshot("failure").path
         }))
         .map_or_else(|_| "no screenshot".into(), |p| p.display().to_string());
-        panic!("browser: {message} (page {url}; screenshot {shot})");
+        panic!("browser: {message} (page {url}; screenshot {shot}); the page says:\n{text}");
     }
 }
 

@@ -3,7 +3,7 @@
 //! with its configuration and log, phantom studies.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -139,6 +139,35 @@ pub fn start_daemon_configured(
     forward_extra: &str,
     tables: &str,
 ) -> (Running, u16) {
+    let (daemon, port, _) = spawn_daemon(dir, database, forward_extra, tables, false);
+    (daemon, port)
+}
+
+/// [`start_daemon_configured`] for the web console tests: `tables` must enable the console
+/// (`[web]` with `port = 0`); also waits for its `web console on https://ADDR` line and returns
+/// that address.
+pub fn start_daemon_console(
+    dir: &Path,
+    database: &str,
+    tables: &str,
+) -> (Running, u16, SocketAddr) {
+    let (daemon, port, console) = spawn_daemon(dir, database, "", tables, true);
+    (
+        daemon,
+        port,
+        console.expect("the console address was asked for"),
+    )
+}
+
+/// Writes the configuration, starts the daemon and reads its DICOM line (and, with
+/// `console`, the web console's line).
+fn spawn_daemon(
+    dir: &Path,
+    database: &str,
+    forward_extra: &str,
+    tables: &str,
+    console: bool,
+) -> (Running, u16, Option<SocketAddr>) {
     std::fs::create_dir_all(dir).unwrap();
     let state = dir.join("state");
     let config = dir.join("vertebrad.toml");
@@ -184,22 +213,39 @@ poll_interval_s = 0.5
         .stderr(Stdio::from(log))
         .spawn()
         .expect("starting vertebrad serve");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = match lines.next() {
-        Some(Ok(line)) => line,
-        other => panic!(
-            "vertebrad serve printed no first line ({other:?}); its log:\n{}",
-            std::fs::read_to_string(dir.join("vertebrad.log")).unwrap_or_default()
-        ),
-    };
-    // Keep draining stdout so the daemon never writes into a closed pipe.
-    std::thread::spawn(move || for _ in lines {});
+    // A thread reads stdout to its end (so the daemon never writes into a closed pipe) and
+    // hands the lines over.
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let log = || std::fs::read_to_string(dir.join("vertebrad.log")).unwrap_or_default();
+    let first = rx
+        .recv()
+        .unwrap_or_else(|_| panic!("vertebrad serve printed no first line; its log:\n{}", log()));
     let port = first
         .strip_prefix("listening on ")
         .and_then(|a| a.rsplit(':').next())
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
-    (Running(child), port)
+    let running = Running(child);
+    let console = console.then(|| {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "vertebrad serve printed no web console line ({e}); its log:\n{}",
+                    log()
+                )
+            });
+        line.strip_prefix("web console on https://")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected web console line {line:?}"))
+    });
+    (running, port, console)
 }
 
 /// A phantom CT study (T12–L3, lesions) with `in_plane`² slices, written as a DICOM series

@@ -100,7 +100,7 @@ pub async fn page(
             button type="submit" { "Filter" }
         }
         p { a href=(link("/audit.csv", None)) { "Export these events as CSV" } }
-        table {
+        table #audit-events {
             tr { th { "#" } th { "Time (UTC)" } th { "Actor" } th { "Action" } th { "Target" } th { "From" } th { "Outcome" } }
             @for e in rows.iter().take(PAGE as usize) {
                 tr {
