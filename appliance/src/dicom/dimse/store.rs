@@ -24,9 +24,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use dicom_dictionary_std::tags;
-use dicom_object::OpenFileOptions;
-use dicom_object::meta::FileMetaTableBuilder;
+use vertebra_dicom_wire::ingest::{FileMeta, InstanceHeader, part10_header};
 
 use super::{CommandField, CommandSet, status};
 use crate::dicom::negotiation::{self, AcceptedContext};
@@ -68,16 +66,6 @@ enum Sink {
     Discarding(u16, &'static str),
 }
 
-/// What the instance's own header says.
-#[derive(Debug)]
-struct Header {
-    study: NewStudy,
-    series: NewSeries,
-    sop_instance_uid: String,
-    /// `None` when (0008,0016) is absent or empty.
-    sop_class_uid: Option<String>,
-}
-
 impl Incoming {
     /// Starts receiving the data set announced by C-STORE-RQ `rq` on context `ctx`.
     pub async fn begin(node: &Node, peer: &Peer, rq: CommandSet, ctx: &AcceptedContext) -> Self {
@@ -111,23 +99,21 @@ impl Incoming {
                 return discard(rq, status::OUT_OF_RESOURCES, "spool unavailable");
             }
         }
-        let meta = FileMetaTableBuilder::new()
-            .media_storage_sop_class_uid(class.as_str())
-            .media_storage_sop_instance_uid(instance.as_str())
-            .transfer_syntax(ctx.transfer_syntax.as_str())
-            .implementation_class_uid(negotiation::IMPLEMENTATION_CLASS_UID)
-            .implementation_version_name(negotiation::IMPLEMENTATION_VERSION)
-            .source_application_entity_title(peer.calling_ae.as_str())
-            .build();
-        let mut header = vec![0_u8; 128];
-        header.extend_from_slice(b"DICM");
-        let encoded = meta
-            .map_err(|e| e.to_string())
-            .and_then(|m| m.write(&mut header).map_err(|e| e.to_string()));
-        if let Err(e) = encoded {
-            tracing::warn!(error = %e, "cannot build file meta information");
-            return discard(rq, status::CANNOT_UNDERSTAND, "bad UIDs in command");
-        }
+        let header = part10_header(&FileMeta {
+            sop_class_uid: &class,
+            sop_instance_uid: &instance,
+            transfer_syntax: &ctx.transfer_syntax,
+            implementation_class_uid: negotiation::IMPLEMENTATION_CLASS_UID,
+            implementation_version_name: negotiation::IMPLEMENTATION_VERSION,
+            source_ae_title: &peer.calling_ae,
+        });
+        let header = match header {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot build file meta information");
+                return discard(rq, status::CANNOT_UNDERSTAND, "bad UIDs in command");
+            }
+        };
         match node.spool.create(&header).await {
             Ok(w) => Incoming {
                 rq,
@@ -227,8 +213,8 @@ async fn commit(
     };
 
     let dest = node.spool.final_path(
-        &header.study.study_uid,
-        &header.series.series_uid,
+        &header.study_uid,
+        &header.series_uid,
         &header.sop_instance_uid,
     );
     let size = written.size;
@@ -243,11 +229,19 @@ async fn commit(
     let received_at_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    let series_uid = header.series.series_uid.clone();
+    let series_uid = header.series_uid.clone();
     let processed = negotiation::is_processed(&sop_class_uid);
     let instance = NewInstance {
-        study: header.study,
-        series: header.series,
+        study: NewStudy {
+            study_uid: header.study_uid,
+            patient_name: header.patient_name,
+            patient_id: header.patient_id,
+            study_date: header.study_date,
+        },
+        series: NewSeries {
+            series_uid: header.series_uid,
+            modality: header.modality.unwrap_or_else(|| "OT".into()),
+        },
         sop_instance_uid: header.sop_instance_uid,
         sop_class_uid,
         transfer_syntax: transfer_syntax.to_owned(),
@@ -289,43 +283,10 @@ async fn quarantine(node: &Node, written: Written, code: u16, why: &'static str)
     (code, why)
 }
 
-/// Reads the header (everything before Pixel Data) of a spooled Part 10 file.
-fn read_header(path: &std::path::Path) -> Result<Header, &'static str> {
-    let obj = OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .open_file(path)
-        .map_err(|_| "data set cannot be parsed")?;
-    let get = |tag| {
-        obj.element_opt(tag)
-            .ok()
-            .flatten()
-            .and_then(|e| e.to_str().ok())
-            .map(|s| s.trim_end_matches(['\0', ' ']).to_owned())
-            .filter(|s| !s.is_empty())
-    };
-    let study_uid = get(tags::STUDY_INSTANCE_UID).ok_or("no Study Instance UID")?;
-    let series_uid = get(tags::SERIES_INSTANCE_UID).ok_or("no Series Instance UID")?;
-    let sop_instance_uid = get(tags::SOP_INSTANCE_UID).ok_or("no SOP Instance UID")?;
-    let sop_class_uid = get(tags::SOP_CLASS_UID);
-    for uid in [&study_uid, &series_uid, &sop_instance_uid] {
-        if uid.len() > 64 {
-            return Err("UID longer than 64 characters");
-        }
-    }
-    Ok(Header {
-        study: NewStudy {
-            study_uid,
-            patient_name: get(tags::PATIENT_NAME),
-            patient_id: get(tags::PATIENT_ID),
-            study_date: get(tags::STUDY_DATE),
-        },
-        series: NewSeries {
-            series_uid,
-            modality: get(tags::MODALITY).unwrap_or_else(|| "OT".into()),
-        },
-        sop_instance_uid,
-        sop_class_uid,
-    })
+/// Reads the header of a spooled Part 10 file (see [`InstanceHeader::read`]).
+fn read_header(path: &std::path::Path) -> Result<InstanceHeader, &'static str> {
+    let file = std::fs::File::open(path).map_err(|_| "spooled file cannot be read")?;
+    InstanceHeader::read(std::io::BufReader::new(file))
 }
 
 #[cfg(test)]
