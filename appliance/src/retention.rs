@@ -156,7 +156,7 @@ pub async fn run_retention(
     );
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            () = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => {}
         }
         if *shutdown.borrow() {

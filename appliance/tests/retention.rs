@@ -217,7 +217,10 @@ fn retention_settings_are_validated() {
     for (i, text) in bad.iter().enumerate() {
         let path = dir.path().join(format!("{i}.toml"));
         std::fs::write(&path, text).unwrap();
-        let err = vertebrad::config::Config::load_with_env(Some(&path), Some(Default::default()));
+        let err = vertebrad::config::Config::load_with_env(
+            Some(&path),
+            Some(std::collections::HashMap::new()),
+        );
         assert!(err.is_err(), "accepted: {text}");
     }
     let path = dir.path().join("ok.toml");
@@ -226,9 +229,12 @@ fn retention_settings_are_validated() {
         "[retention]\ndelete_after_delivery = true\nmax_age_days = 30\nhigh_water_percent = 85\nlow_water_percent = 75\n",
     )
     .unwrap();
-    let cfg = vertebrad::config::Config::load_with_env(Some(&path), Some(Default::default()))
-        .unwrap()
-        .retention;
+    let cfg = vertebrad::config::Config::load_with_env(
+        Some(&path),
+        Some(std::collections::HashMap::new()),
+    )
+    .unwrap()
+    .retention;
     let policy = cfg.policy(1_000_000);
     assert!(policy.delete_after_delivery);
     assert_eq!(policy.max_age, Some(Duration::from_secs(30 * 86_400)));

@@ -1354,14 +1354,16 @@ async fn echo_becomes(aet: &str, port: u16, want: bool) -> bool {
 async fn peers_edited_in_the_console_open_and_close_the_scp_without_restart() {
     let h = support::sqlite().await;
     let spool = tempfile::tempdir().unwrap();
-    let mut dicom = vertebrad::config::DicomConfig::default();
-    dicom.bind = "127.0.0.1".parse().unwrap();
-    dicom.port = 0;
-    dicom.peers = vec![vertebrad::config::PeerConfig {
-        ae_title: "FILE_PEER".into(),
-        addresses: vec![],
-        stable_after_s: None,
-    }];
+    let dicom = vertebrad::config::DicomConfig {
+        bind: "127.0.0.1".parse().unwrap(),
+        port: 0,
+        peers: vec![vertebrad::config::PeerConfig {
+            ae_title: "FILE_PEER".into(),
+            addresses: vec![],
+            stable_after_s: None,
+        }],
+        ..vertebrad::config::DicomConfig::default()
+    };
     // The console shows the configuration the daemon runs with.
     let file_peers = dicom.peers.clone();
     let console = Console::start(h.store.clone(), |c| c.dicom.peers = file_peers).await;
