@@ -36,7 +36,8 @@ fn migrate_creates_the_embedded_database_in_the_state_dir_and_is_repeatable() {
         let stdout = text(&out.stdout);
         assert!(stdout.contains("0001 initial"), "{stdout}");
         assert!(stdout.contains("0002 web console"), "{stdout}");
-        assert!(stdout.contains("schema at version 2 (Sqlite)"), "{stdout}");
+        assert!(stdout.contains("0003 dicom peers"), "{stdout}");
+        assert!(stdout.contains("schema at version 3 (Sqlite)"), "{stdout}");
     }
     assert!(state.join("vertebrad.db").is_file());
 }
