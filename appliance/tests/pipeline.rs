@@ -9,13 +9,13 @@
 mod support;
 
 use support::e2e::{
-    Running, dcmtk, free_port, ok, pacs, phantom_series, serve, setup_database, start_daemon,
+    dcmtk, free_port, ok, pacs, pacs_on, phantom_series, serve, setup_database, start_daemon,
     start_daemon_with,
 };
 use support::venv_python;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sqlx::Connection;
@@ -334,15 +334,7 @@ async fn results_wait_for_a_pacs_that_is_down_and_then_arrive() {
         "the failure is recorded"
     );
     // The PACS comes up on its port: both objects arrive, the deliveries are delivered.
-    let child = Command::new(dcmtk("storescp"))
-        .args(["-aet", "PACS", "-od"])
-        .arg(&pacs_dir)
-        .arg(pacs_port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting storescp");
-    let _pacs = Running(child);
+    let _pacs = pacs_on(&pacs_dir, pacs_port, &[]);
     wait_for_outputs(
         &pacs_dir,
         &dir.path().join("vertebrad.log"),
@@ -441,15 +433,7 @@ async fn a_late_image_gives_a_new_result_naming_its_predecessor_and_all_objects_
             .unwrap();
     assert_eq!(delivered, 0, "the PACS is down");
 
-    let child = Command::new(dcmtk("storescp"))
-        .args(["-aet", "PACS", "-od"])
-        .arg(&pacs_dir)
-        .arg(pacs_port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting storescp");
-    let _pacs = Running(child);
+    let _pacs = pacs_on(&pacs_dir, pacs_port, &[]);
     wait_count(
         &mut db,
         "SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'",
