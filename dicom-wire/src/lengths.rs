@@ -173,22 +173,23 @@ impl<R: Read + Seek> Source<R> {
     }
 
     /// The file meta group (always Explicit VR Little Endian): returns the transfer syntax.
+    ///
+    /// The group ends where dicom-rs ends it: its first element must be the File Meta
+    /// Information Group Length (0002,0000, UL), and elements are read until that many bytes
+    /// are used up (the element that crosses the mark is read whole). Whatever follows is the
+    /// data set, even if it holds group 0002 tags: reading those as file meta, as an earlier
+    /// version did by peeking at the group, let a 13-byte data set pass whose (0002,0800)
+    /// element dicom-rs then read in Implicit VR with a 235 MB length (found by fuzzing).
     fn file_meta(&mut self) -> Result<String, &'static str> {
+        let tag = self.read_tag()?.ok_or("file meta cut short")?;
+        let vr = self.vr()?;
+        if tag != Tag(0x0002, 0x0000) || vr != VR::UL || self.u16()? != 4 {
+            return Err("file meta does not start with its group length");
+        }
+        let group_length = self.u32()?;
+        let end = self.pos + u64::from(group_length);
         let mut transfer_syntax = None;
-        loop {
-            let Input::Plain(f) = &mut self.input else {
-                unreachable!("the file meta is never deflated")
-            };
-            // Peek at the group: the meta ends where group 0002 does.
-            let mut group = [0_u8; 2];
-            if f.read_exact(&mut group).is_err() {
-                break;
-            }
-            f.seek(SeekFrom::Current(-2))
-                .map_err(|_| "file cannot be read")?;
-            if u16::from_le_bytes(group) != 0x0002 {
-                break;
-            }
+        while self.pos < end {
             let tag = self.read_tag()?.ok_or("file meta cut short")?;
             let vr = self.vr()?;
             let len = self.explicit_length(vr)?;
@@ -466,6 +467,44 @@ mod tests {
                 Err("element length runs past the end of the object")
             );
         }
+    }
+
+    /// Found by the `dataset` fuzz target in a clean-clone CI run (`-malloc_limit_mb=128`): a
+    /// 13-byte Implicit VR data set holding one group 0002 element. The check read it as part
+    /// of our file meta (Explicit VR: OB, length 0), dicom-rs as the data set's first element
+    /// (Implicit VR: length 0x0E00424F) and allocated 235 MB for it. The meta now ends where
+    /// its group length says, as in dicom-rs, and the claim is caught.
+    #[test]
+    fn fuzz_found_file_meta_tag_in_the_data_set_is_walked_as_dicom_rs_reads_it() {
+        let input =
+            include_bytes!("../testdata/fuzz/dataset-meta-tag-in-data-set-claims-235mb.bin");
+        let file = spooled(input);
+        let why = "element length runs past the end of the object";
+        assert_eq!(check_part10(Cursor::new(&file)), Err(why));
+        assert_eq!(InstanceHeader::read(Cursor::new(&file)), Err(why));
+
+        // A group 0002 element with an honest length inside an Implicit VR data set passes
+        // the check, as dicom-rs reads it.
+        let mut honest = vec![0_u8];
+        honest.extend_from_slice(&[0x02, 0x00, 0x00, 0x08, 2, 0, 0, 0, b'O', b'K']);
+        assert_eq!(check_part10(Cursor::new(spooled(&honest))), Ok(()));
+    }
+
+    /// The file meta must start with its group length, like dicom-rs requires, and a group
+    /// length past the end of the file is refused.
+    #[test]
+    fn file_meta_is_delimited_by_its_group_length() {
+        let mut file = spooled(&[1]);
+        // Preamble and "DICM" are 132 bytes; then (0002,0000) UL 4 <value>.
+        assert_eq!(&file[132..138], &[0x02, 0x00, 0x00, 0x00, b'U', b'L']);
+        let mut no_length = file.clone();
+        no_length[134] = 0x01;
+        assert_eq!(
+            check_part10(Cursor::new(&no_length)),
+            Err("file meta does not start with its group length")
+        );
+        file[140..144].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(check_part10(Cursor::new(&file)).is_err());
     }
 
     /// The fuzz seeds (an 8x8 CT in Implicit, Explicit and Deflated Explicit VR LE and in RLE
