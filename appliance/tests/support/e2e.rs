@@ -9,7 +9,9 @@ use std::process::{Child, Command, Stdio};
 
 use vertebra_core::anatomy::Vertebra;
 use vertebra_core::dicom_series::{SeriesMeta, write_ct_series};
-use vertebra_core::phantom::{self, LesionPlan, PhantomSpec, domain};
+use vertebra_core::phantom::{
+    self, FractureShape, LesionKind, LesionPlan, LesionRequest, PhantomSpec, domain,
+};
 
 use super::{ort_library, repo};
 
@@ -252,6 +254,40 @@ poll_interval_s = 0.5
 /// into `<dir>/study-<seed>`.
 pub fn phantom_series(dir: &Path, seed: u64, in_plane: usize) -> PathBuf {
     phantom_series_sized(dir, seed, in_plane, None)
+}
+
+/// A T12–L3 phantom study with a known Genant grade-3 wedge fracture (L1) and a lytic
+/// metastasis (L3), written as a CT series with its ground truth next to it; returns the
+/// series directory and the `truth.json` path.
+pub fn phantom_study_with_truth(dir: &Path, seed: u64, in_plane: usize) -> (PathBuf, PathBuf) {
+    let mut spec = PhantomSpec::new(
+        seed,
+        Vertebra::T12,
+        Vertebra::L3,
+        domain::preset("ct-standard").unwrap(),
+    );
+    spec.in_plane = in_plane;
+    spec.lesions = LesionPlan::Explicit {
+        lesions: vec![
+            LesionRequest {
+                kind: LesionKind::Fracture {
+                    grade: 3,
+                    shape: FractureShape::Wedge,
+                },
+                vertebra: Vertebra::L1,
+            },
+            LesionRequest {
+                kind: LesionKind::Lytic,
+                vertebra: Vertebra::L3,
+            },
+        ],
+    };
+    let p = phantom::generate(&spec).unwrap();
+    let out = dir.join(format!("study-{seed}"));
+    write_ct_series(&p.ct, &SeriesMeta::from_preset(p.seed, &spec.domain), &out).unwrap();
+    let truth = dir.join(format!("truth-{seed}.json"));
+    std::fs::write(&truth, serde_json::to_vec_pretty(&p.truth()).unwrap()).unwrap();
+    (out, truth)
 }
 
 /// [`phantom_series`] with a given number of slices (`None`: enough to cover the range).
