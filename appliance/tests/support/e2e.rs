@@ -260,13 +260,7 @@ pub fn phantom_series(dir: &Path, seed: u64, in_plane: usize) -> PathBuf {
 /// metastasis (L3), written as a CT series with its ground truth next to it; returns the
 /// series directory and the `truth.json` path.
 pub fn phantom_study_with_truth(dir: &Path, seed: u64, in_plane: usize) -> (PathBuf, PathBuf) {
-    let mut spec = PhantomSpec::new(
-        seed,
-        Vertebra::T12,
-        Vertebra::L3,
-        domain::preset("ct-standard").unwrap(),
-    );
-    spec.in_plane = in_plane;
+    let mut spec = t12_l3(seed, in_plane);
     spec.lesions = LesionPlan::Explicit {
         lesions: vec![
             LesionRequest {
@@ -282,9 +276,7 @@ pub fn phantom_study_with_truth(dir: &Path, seed: u64, in_plane: usize) -> (Path
             },
         ],
     };
-    let p = phantom::generate(&spec).unwrap();
-    let out = dir.join(format!("study-{seed}"));
-    write_ct_series(&p.ct, &SeriesMeta::from_preset(p.seed, &spec.domain), &out).unwrap();
+    let (out, p) = write_study(dir, &spec);
     let truth = dir.join(format!("truth-{seed}.json"));
     std::fs::write(&truth, serde_json::to_vec_pretty(&p.truth()).unwrap()).unwrap();
     (out, truth)
@@ -297,6 +289,14 @@ pub fn phantom_series_sized(
     in_plane: usize,
     slices: Option<usize>,
 ) -> PathBuf {
+    let mut spec = t12_l3(seed, in_plane);
+    spec.slices = slices;
+    spec.lesions = LesionPlan::Random { rate: 1.0 };
+    write_study(dir, &spec).0
+}
+
+/// A `ct-standard` T12–L3 phantom spec.
+fn t12_l3(seed: u64, in_plane: usize) -> PhantomSpec {
     let mut spec = PhantomSpec::new(
         seed,
         Vertebra::T12,
@@ -304,10 +304,13 @@ pub fn phantom_series_sized(
         domain::preset("ct-standard").unwrap(),
     );
     spec.in_plane = in_plane;
-    spec.slices = slices;
-    spec.lesions = LesionPlan::Random { rate: 1.0 };
-    let p = phantom::generate(&spec).unwrap();
-    let out = dir.join(format!("study-{seed}"));
+    spec
+}
+
+/// Generates `spec` and writes it as a CT series under `dir/study-SEED`.
+fn write_study(dir: &Path, spec: &PhantomSpec) -> (PathBuf, phantom::Phantom) {
+    let p = phantom::generate(spec).unwrap();
+    let out = dir.join(format!("study-{}", spec.seed));
     write_ct_series(&p.ct, &SeriesMeta::from_preset(p.seed, &spec.domain), &out).unwrap();
-    out
+    (out, p)
 }
