@@ -180,17 +180,54 @@ pub fn genant_code(grade: GenantGrade) -> Code {
     }
 }
 
-/// Private code of a lesion class value (code value = [`LesionClass::key`]).
+/// Private code of a lesion class value. Code Value is SH (at most 16 characters), so the
+/// values are short forms: [`LesionClass::key`] would not fit for `sclerotic_metastasis` and
+/// `infection_erosion` (dciodvfy: "Length invalid for this VR").
 pub fn lesion_class_code(class: LesionClass) -> Code {
-    let meaning = match class {
-        LesionClass::Fracture => "Vertebral compression fracture",
-        LesionClass::LyticMetastasis => "Lytic metastasis",
-        LesionClass::ScleroticMetastasis => "Sclerotic metastasis",
-        LesionClass::InfectionErosion => "Infection/erosion",
+    let (value, meaning) = match class {
+        LesionClass::Fracture => ("FRACTURE", "Vertebral compression fracture"),
+        LesionClass::LyticMetastasis => ("LYTICMET", "Lytic metastasis"),
+        LesionClass::ScleroticMetastasis => ("SCLEROMET", "Sclerotic metastasis"),
+        LesionClass::InfectionErosion => ("INFECTEROS", "Infection/erosion"),
     };
-    Code {
-        scheme: Cow::Borrowed(PRIVATE_SCHEME),
-        value: Cow::Borrowed(class.key()),
-        meaning: Cow::Borrowed(meaning),
+    private(value, meaning)
+}
+
+#[cfg(test)]
+mod tests {
+    use vertebra_core::anatomy::ALL_LESION_CLASSES;
+
+    use super::*;
+
+    /// Code Value is SH: at most 16 characters (PS3.5 table 6.2-1). The lesion-class keys once
+    /// used as values did not fit, and dciodvfy refused every SR with such a lesion.
+    #[test]
+    fn private_code_values_fit_short_string() {
+        let mut codes: Vec<Code> = ALL_LESION_CLASSES
+            .iter()
+            .map(|&c| lesion_class_code(c))
+            .collect();
+        for g in [
+            GenantGrade::Normal,
+            GenantGrade::Mild,
+            GenantGrade::Moderate,
+            GenantGrade::Severe,
+        ] {
+            codes.push(genant_code(g));
+        }
+        codes.extend([
+            HEIGHT_LOSS_RATIO,
+            GENANT_GRADE,
+            IDENTIFICATION_CONFIDENCE,
+            LESION_SCORE,
+            LESION_CLASS,
+        ]);
+        for c in &codes {
+            assert!(c.value.len() <= 16, "{} is longer than 16", c.value);
+        }
+        let mut values: Vec<&str> = codes.iter().map(|c| c.value.as_ref()).collect();
+        values.sort_unstable();
+        values.dedup();
+        assert_eq!(values.len(), codes.len(), "private code values are unique");
     }
 }

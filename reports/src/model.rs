@@ -64,8 +64,10 @@ pub struct BodyHeights {
 pub struct LesionFinding {
     /// Lesion class.
     pub class: LesionClass,
-    /// The vertebra it lies in (for infection/erosion: the one above the disc).
-    pub vertebra: Vertebra,
+    /// The vertebra it lies in (for infection/erosion: the one above the disc); `None` when
+    /// the post-processing could not assign it to a reported vertebra. The SR then reports it
+    /// without a Finding Site, tracked as "unassigned", rather than leaving it out.
+    pub vertebra: Option<Vertebra>,
     /// Centre, LPS mm.
     pub centre_lps: [f64; 3],
     /// Extent along the L, P and S axes in mm (an axis-aligned ellipsoid), when known.

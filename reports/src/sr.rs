@@ -571,7 +571,7 @@ fn lesion_group(
                 "Lesion {} ({}, {})",
                 index + 1,
                 l.class.key(),
-                l.vertebra.name()
+                l.vertebra.map_or("unassigned", Vertebra::name)
             ),
         ),
         uidref(Rel::ObsContext, &codes::TRACKING_UID, &tracking_uid),
@@ -584,8 +584,11 @@ fn lesion_group(
         ),
     ];
     items.extend(algorithm_identification(algorithm));
+    // TID 1411's Finding Site is optional: a lesion not assigned to a vertebra has none.
+    if let Some(v) = l.vertebra {
+        items.push(code(Rel::ConceptMod, &codes::FINDING_SITE, &v.snomed()));
+    }
     items.extend([
-        code(Rel::ConceptMod, &codes::FINDING_SITE, &l.vertebra.snomed()),
         num(&codes::LESION_SCORE, l.score, &codes::UNIT_NONE, &what)?,
         code(
             Rel::Contains,

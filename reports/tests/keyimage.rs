@@ -76,7 +76,7 @@ fn findings(labels: Volume<u8>) -> AnalysisFindings {
         vertebrae,
         lesions: vec![LesionFinding {
             class: LesionClass::Fracture,
-            vertebra: Vertebra::T1,
+            vertebra: Some(Vertebra::T1),
             centre_lps: [0.0, -1.6, 122.54],
             size_mm: None,
             score: 0.9,

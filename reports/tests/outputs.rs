@@ -93,9 +93,11 @@ fn build_and_check(
              "points": [10.5, -26.25, 30.0, 10.5, -14.25, 30.0,
                         6.5, -20.25, 30.0, 14.5, -20.25, 30.0,
                         10.5, -20.25, 27.5, 10.5, -20.25, 32.5],
-             "score": 0.87, "class": "fracture"},
+             "score": 0.87, "class": "FRACTURE"},
             {"finding": "14799000", "site": first, "graphic_type": "POINT",
-             "points": [-4.0, 2.5, 31.75], "score": 0.55, "class": "lytic_metastasis"},
+             "points": [-4.0, 2.5, 31.75], "score": 0.55, "class": "LYTICMET"},
+            {"finding": "409774005", "site": null, "graphic_type": "POINT",
+             "points": [1.5, 3.0, 29.0], "score": 0.41, "class": "INFECTEROS"},
         ],
     });
     let spec_path = out.join(format!("{name}-sr.json"));

@@ -539,17 +539,17 @@ fn write_dicom_outputs(
             .map(|f| f.vertebra)
             .filter(|v| vertebrae.iter().any(|x| x.vertebra == *v))
     };
+    // Every lesion is reported; one that lies in no reported vertebra goes into the SR without
+    // a Finding Site (docs/reports.md).
     let lesions: Vec<LesionFinding> = findings
         .lesions
         .iter()
-        .filter_map(|l| {
-            Some(LesionFinding {
-                class: l.class,
-                vertebra: vertebra_of(l.instance?)?,
-                centre_lps: l.centre_world,
-                size_mm: Some(l.size_mm).filter(|s| s.iter().all(|&v| v > 0.0)),
-                score: l.score.clamp(0.0, 1.0),
-            })
+        .map(|l| LesionFinding {
+            class: l.class,
+            vertebra: l.instance.and_then(vertebra_of),
+            centre_lps: l.centre_world,
+            size_mm: Some(l.size_mm).filter(|s| s.iter().all(|&v| v > 0.0)),
+            score: l.score.clamp(0.0, 1.0),
         })
         .collect();
     let numbering_confidence = vertebrae

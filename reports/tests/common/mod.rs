@@ -221,17 +221,25 @@ pub fn findings_for(labels: Volume<u8>) -> AnalysisFindings {
         lesions: vec![
             LesionFinding {
                 class: LesionClass::Fracture,
-                vertebra: first,
+                vertebra: Some(first),
                 centre_lps: [10.5, -20.25, 30.0],
                 size_mm: Some([8.0, 12.0, 5.0]),
                 score: 0.87,
             },
             LesionFinding {
                 class: LesionClass::LyticMetastasis,
-                vertebra: first,
+                vertebra: Some(first),
                 centre_lps: [-4.0, 2.5, 31.75],
                 size_mm: None,
                 score: 0.55,
+            },
+            // Not assigned to a vertebra: reported without a Finding Site.
+            LesionFinding {
+                class: LesionClass::InfectionErosion,
+                vertebra: None,
+                centre_lps: [1.5, 3.0, 29.0],
+                size_mm: None,
+                score: 0.41,
             },
         ],
         numbering_confidence: 0.93,
