@@ -658,16 +658,7 @@ async fn retention_deletes_only_delivered_spool_files(h: Harness) {
     let mut deliveries = Vec::new();
     for series_id in [delivered.series_id, pending.series_id] {
         let result = s
-            .save_result(&NewResult {
-                series_id,
-                job_id: None,
-                bundle_id: "b".into(),
-                bundle_version: "1".into(),
-                status: ResultStatus::Succeeded,
-                timings: Timings::default(),
-                vertebrae: vec![],
-                lesions: vec![],
-            })
+            .save_result(&support::succeeded_result(series_id))
             .await
             .unwrap();
         for kind in [OutputKind::Seg, OutputKind::Sr] {
@@ -709,16 +700,7 @@ async fn retention_deletes_only_delivered_spool_files(h: Harness) {
     // Its re-analysis succeeds and is delivered: now the whole series counts as delivered.
     h.clock.advance(Duration::from_secs(5));
     let again = s
-        .save_result(&NewResult {
-            series_id: delivered.series_id,
-            job_id: None,
-            bundle_id: "b".into(),
-            bundle_version: "1".into(),
-            status: ResultStatus::Succeeded,
-            timings: Timings::default(),
-            vertebrae: vec![],
-            lesions: vec![],
-        })
+        .save_result(&support::succeeded_result(delivered.series_id))
         .await
         .unwrap();
     let out = s

@@ -22,8 +22,7 @@ use vertebrad::dicom::RunningNode;
 use vertebrad::dicom::scu::{self, Destination, ScuError, ScuOptions};
 use vertebrad::forward::run_forwarder;
 use vertebrad::store::{
-    DeliveryState, NewDestination, NewInstance, NewResult, NewSeries, NewStudy, OutputKind,
-    ResultStatus, Store, Timings,
+    DeliveryState, NewDestination, NewInstance, NewSeries, NewStudy, OutputKind, Store,
 };
 
 const REAL_J2K: &str = "/work/shared/data/real/totalsegmentator-example-dicom";
@@ -219,16 +218,7 @@ async fn queue(store: &Store, files: &[PathBuf], uids: &[String], port: u16) -> 
         .await
         .unwrap();
     let result = store
-        .save_result(&NewResult {
-            series_id: ids.series_id,
-            job_id: None,
-            bundle_id: "b".into(),
-            bundle_version: "1".into(),
-            status: ResultStatus::Succeeded,
-            timings: Timings::default(),
-            vertebrae: vec![],
-            lesions: vec![],
-        })
+        .save_result(&support::succeeded_result(ids.series_id))
         .await
         .unwrap();
     let mut deliveries = Vec::new();

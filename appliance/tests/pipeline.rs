@@ -319,21 +319,29 @@ async fn two_daemons_on_one_database_split_a_batch_of_20_studies() {
     assert!(na > 0 && nb > 0, "both workers take jobs: a {na}, b {nb}");
 }
 
+/// A daemon on `database` whose PACS is not up yet (`dir/pacs`, a free port nothing listens
+/// on) and whose deliveries retry every 1–2 s; returns the PACS directory and port, the
+/// daemon and its DICOM port.
+fn daemon_with_pacs_down(dir: &Path, database: &str) -> (PathBuf, u16, support::e2e::Running, u16) {
+    let pacs_dir = dir.join("pacs");
+    std::fs::create_dir_all(&pacs_dir).unwrap();
+    let pacs_port = free_port();
+    setup_database(dir, database, pacs_port);
+    let (daemon, port) = start_daemon_with(
+        dir,
+        database,
+        "backoff_base_s = 1.0\nbackoff_max_s = 2.0\nmax_attempts = 100",
+    );
+    (pacs_dir, pacs_port, daemon, port)
+}
+
 /// The PACS is down when the result is ready: deliveries back off (attempts grow, nothing is
 /// lost) and all arrive once it is up.
 #[tokio::test(flavor = "multi_thread")]
 async fn results_wait_for_a_pacs_that_is_down_and_then_arrive() {
     let dir = tempfile::tempdir().unwrap();
     let database = support::fresh_pg_database().await;
-    let pacs_dir = dir.path().join("pacs");
-    std::fs::create_dir_all(&pacs_dir).unwrap();
-    let pacs_port = free_port();
-    setup_database(dir.path(), &database, pacs_port);
-    let (_daemon, port) = start_daemon_with(
-        dir.path(),
-        &database,
-        "backoff_base_s = 1.0\nbackoff_max_s = 2.0\nmax_attempts = 100",
-    );
+    let (pacs_dir, pacs_port, _daemon, port) = daemon_with_pacs_down(dir.path(), &database);
     send(port, &phantom_series(dir.path(), 9, 128), &[]);
     let mut db = sqlx::PgConnection::connect(&database).await.unwrap();
     let started = Instant::now();
@@ -424,15 +432,7 @@ async fn wait_count(
 async fn a_late_image_gives_a_new_result_naming_its_predecessor_and_all_objects_arrive() {
     let dir = tempfile::tempdir().unwrap();
     let database = support::fresh_pg_database().await;
-    let pacs_dir = dir.path().join("pacs");
-    std::fs::create_dir_all(&pacs_dir).unwrap();
-    let pacs_port = free_port();
-    setup_database(dir.path(), &database, pacs_port);
-    let (_daemon, port) = start_daemon_with(
-        dir.path(),
-        &database,
-        "backoff_base_s = 1.0\nbackoff_max_s = 2.0\nmax_attempts = 100",
-    );
+    let (pacs_dir, pacs_port, _daemon, port) = daemon_with_pacs_down(dir.path(), &database);
     let log = dir.path().join("vertebrad.log");
     let study = phantom_series(dir.path(), 13, 128);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&study)

@@ -11,8 +11,7 @@ use std::time::Duration;
 use vertebrad::config::RetentionConfig;
 use vertebrad::retention::sweep;
 use vertebrad::store::{
-    AuditOutcome, NewDestination, NewInstance, NewResult, NewSeries, NewStudy, OutputKind,
-    ResultStatus, Store, Timings,
+    AuditOutcome, NewDestination, NewInstance, NewSeries, NewStudy, OutputKind, Store,
 };
 
 fn instance(series: &str, sop: &str, spool_path: &Path) -> NewInstance {
@@ -65,16 +64,7 @@ async fn receive(
 /// `deliver`.
 async fn result(s: &Store, series_id: i64, dest: i64, deliver: bool) {
     let result = s
-        .save_result(&NewResult {
-            series_id,
-            job_id: None,
-            bundle_id: "b".into(),
-            bundle_version: "1".into(),
-            status: ResultStatus::Succeeded,
-            timings: Timings::default(),
-            vertebrae: vec![],
-            lesions: vec![],
-        })
+        .save_result(&support::succeeded_result(series_id))
         .await
         .unwrap();
     for kind in [OutputKind::Seg, OutputKind::Sr] {

@@ -408,23 +408,10 @@ mod tests {
     /// A spooled file as the `dataset` fuzz target builds it: our header for the transfer
     /// syntax the first byte picks, then the data set.
     fn spooled(input: &[u8]) -> Vec<u8> {
-        const SYNTAXES: [&str; 11] = [
-            "1.2.840.10008.1.2",
-            "1.2.840.10008.1.2.1",
-            "1.2.840.10008.1.2.1.99",
-            "1.2.840.10008.1.2.4.50",
-            "1.2.840.10008.1.2.4.57",
-            "1.2.840.10008.1.2.4.70",
-            "1.2.840.10008.1.2.4.80",
-            "1.2.840.10008.1.2.4.81",
-            "1.2.840.10008.1.2.4.90",
-            "1.2.840.10008.1.2.4.91",
-            "1.2.840.10008.1.2.5",
-        ];
         let mut file = part10_header(&FileMeta {
             sop_class_uid: "1.2.840.10008.5.1.4.1.1.2",
             sop_instance_uid: "2.25.1",
-            transfer_syntax: SYNTAXES[usize::from(input[0]) % SYNTAXES.len()],
+            transfer_syntax: crate::transfer_syntax_by_index(input[0]),
             implementation_class_uid: "2.25.302275441386437935402418135592834436146",
             implementation_version_name: "VERTEBRAD_010",
             source_ae_title: "FUZZ",

@@ -20,3 +20,45 @@ pub mod command;
 pub mod ingest;
 pub mod lengths;
 pub mod pdu;
+
+/// Transfer syntaxes we accept, in our order of preference: compressed lossless first (fewer
+/// bytes on the wire, and what the modality holds is kept bit for bit), then uncompressed, then
+/// lossy (only ever chosen when the sender offers nothing better for that object). Objects are
+/// stored as received; decoding happens at processing time.
+pub const TRANSFER_SYNTAXES: &[(&str, &str)] = &[
+    (
+        "1.2.840.10008.1.2.4.90",
+        "JPEG 2000 Image Compression (Lossless Only)",
+    ),
+    (
+        "1.2.840.10008.1.2.4.80",
+        "JPEG-LS Lossless Image Compression",
+    ),
+    (
+        "1.2.840.10008.1.2.4.70",
+        "JPEG Lossless, First-Order Prediction (SV1)",
+    ),
+    ("1.2.840.10008.1.2.5", "RLE Lossless"),
+    (
+        "1.2.840.10008.1.2.1.99",
+        "Deflated Explicit VR Little Endian",
+    ),
+    ("1.2.840.10008.1.2.1", "Explicit VR Little Endian"),
+    ("1.2.840.10008.1.2", "Implicit VR Little Endian"),
+    ("1.2.840.10008.1.2.4.91", "JPEG 2000 Image Compression"),
+    (
+        "1.2.840.10008.1.2.4.81",
+        "JPEG-LS Lossy (Near-Lossless) Image Compression",
+    ),
+    ("1.2.840.10008.1.2.4.50", "JPEG Baseline (Process 1)"),
+];
+
+/// The accepted transfer syntax UIDs in UID order, indexed modulo their number: a stable
+/// pick for the `dataset` fuzz target and its regression tests, whose first input byte
+/// chooses the presentation context's transfer syntax (0 Implicit VR LE, 1 Explicit VR LE,
+/// 2 Deflated, 9 RLE Lossless).
+pub fn transfer_syntax_by_index(i: u8) -> &'static str {
+    let mut uids: Vec<&'static str> = TRANSFER_SYNTAXES.iter().map(|t| t.0).collect();
+    uids.sort_unstable();
+    uids[usize::from(i) % uids.len()]
+}

@@ -7,7 +7,8 @@
 //! allocates far more than the input's size.
 //!
 //! The first input byte picks the presentation context's transfer syntax among those the
-//! node accepts (so deflated data sets are fuzzed too); the rest is the data set.
+//! node negotiates (`transfer_syntax_by_index`, so deflated data sets are fuzzed too); the
+//! rest is the data set.
 
 #![no_main]
 
@@ -16,21 +17,7 @@ use dicom_object::file::ReadPreamble;
 use dicom_object::{InMemDicomObject, OpenFileOptions};
 use libfuzzer_sys::fuzz_target;
 use vertebra_dicom_wire::ingest::{FileMeta, InstanceHeader, part10_header};
-
-/// The transfer syntaxes vertebrad's negotiation accepts.
-const SYNTAXES: [&str; 11] = [
-    "1.2.840.10008.1.2",
-    "1.2.840.10008.1.2.1",
-    "1.2.840.10008.1.2.1.99",
-    "1.2.840.10008.1.2.4.50",
-    "1.2.840.10008.1.2.4.57",
-    "1.2.840.10008.1.2.4.70",
-    "1.2.840.10008.1.2.4.80",
-    "1.2.840.10008.1.2.4.81",
-    "1.2.840.10008.1.2.4.90",
-    "1.2.840.10008.1.2.4.91",
-    "1.2.840.10008.1.2.5",
-];
+use vertebra_dicom_wire::transfer_syntax_by_index;
 
 /// Attributes the series loader interprets (appliance/src/series/header.rs).
 const LOADER_TAGS: [dicom_object::Tag; 22] = [
@@ -65,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
     let meta = FileMeta {
         sop_class_uid: "1.2.840.10008.5.1.4.1.1.2",
         sop_instance_uid: "2.25.1",
-        transfer_syntax: SYNTAXES[usize::from(pick) % SYNTAXES.len()],
+        transfer_syntax: transfer_syntax_by_index(pick),
         implementation_class_uid: "2.25.302275441386437935402418135592834436146",
         implementation_version_name: "VERTEBRAD_010",
         source_ae_title: "FUZZ",

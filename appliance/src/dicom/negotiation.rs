@@ -33,37 +33,7 @@ pub const PROCESSED_SOP_CLASSES: &[(&str, &str)] = &[
 /// The prefix every Storage SOP class UID shares (PS3.4 Annex B.5).
 pub const STORAGE_PREFIX: &str = "1.2.840.10008.5.1.4.1.1.";
 
-/// Transfer syntaxes we accept, in our order of preference: compressed lossless first (fewer
-/// bytes on the wire, and what the modality holds is kept bit for bit), then uncompressed, then
-/// lossy (only ever chosen when the sender offers nothing better for that object). Objects are
-/// stored as received; decoding happens at processing time.
-pub const TRANSFER_SYNTAXES: &[(&str, &str)] = &[
-    (
-        "1.2.840.10008.1.2.4.90",
-        "JPEG 2000 Image Compression (Lossless Only)",
-    ),
-    (
-        "1.2.840.10008.1.2.4.80",
-        "JPEG-LS Lossless Image Compression",
-    ),
-    (
-        "1.2.840.10008.1.2.4.70",
-        "JPEG Lossless, First-Order Prediction (SV1)",
-    ),
-    ("1.2.840.10008.1.2.5", "RLE Lossless"),
-    (
-        "1.2.840.10008.1.2.1.99",
-        "Deflated Explicit VR Little Endian",
-    ),
-    ("1.2.840.10008.1.2.1", "Explicit VR Little Endian"),
-    ("1.2.840.10008.1.2", "Implicit VR Little Endian"),
-    ("1.2.840.10008.1.2.4.91", "JPEG 2000 Image Compression"),
-    (
-        "1.2.840.10008.1.2.4.81",
-        "JPEG-LS Lossy (Near-Lossless) Image Compression",
-    ),
-    ("1.2.840.10008.1.2.4.50", "JPEG Baseline (Process 1)"),
-];
+pub use vertebra_dicom_wire::TRANSFER_SYNTAXES;
 
 /// Implementation Class UID we announce (2.25 UUID-derived root, fixed for this product).
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.302275441386437935402418135592834436146";

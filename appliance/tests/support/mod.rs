@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::Connection;
-use vertebrad::store::{Clock, ManualClock, Store};
+use vertebrad::store::{Clock, ManualClock, NewResult, ResultStatus, Store, Timings};
 
 /// The epoch tests start their manual clocks at (2023-11-14).
 pub const T0_MS: i64 = 1_700_000_000_000;
@@ -387,4 +387,19 @@ pub fn venv_python() -> PathBuf {
         py.display()
     );
     py
+}
+
+/// A succeeded result for `series_id` with no findings (store tests that need a result to
+/// hang outputs and deliveries on).
+pub fn succeeded_result(series_id: i64) -> NewResult {
+    NewResult {
+        series_id,
+        job_id: None,
+        bundle_id: "b".into(),
+        bundle_version: "1".into(),
+        status: ResultStatus::Succeeded,
+        timings: Timings::default(),
+        vertebrae: vec![],
+        lesions: vec![],
+    }
 }

@@ -3,7 +3,7 @@
 
 use axum::extract::{Extension, Form, Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -160,19 +160,15 @@ pub async fn create(
     };
     match state.store.add_destination(&d).await {
         Ok(id) => {
-            auth::audit(
+            super::audited_redirect(
                 &state,
-                &user.user.username,
-                "destination.create",
-                Some(format!(
-                    "destination {id} {}@{}:{}",
-                    d.ae_title, d.host, d.port
-                )),
+                &user,
                 &peer,
-                AuditOutcome::Success,
+                "destination.create",
+                format!("destination {id} {}@{}:{}", d.ae_title, d.host, d.port),
+                &format!("/destinations/{id}"),
             )
-            .await;
-            Redirect::to(&format!("/destinations/{id}")).into_response()
+            .await
         }
         Err(e) => {
             tracing::warn!("destination create: {e}");
@@ -239,19 +235,15 @@ pub async fn update(
     };
     match state.store.update_destination(id, &d).await {
         Ok(true) => {
-            auth::audit(
+            super::audited_redirect(
                 &state,
-                &user.user.username,
-                "destination.update",
-                Some(format!(
-                    "destination {id} {}@{}:{}",
-                    d.ae_title, d.host, d.port
-                )),
+                &user,
                 &peer,
-                AuditOutcome::Success,
+                "destination.update",
+                format!("destination {id} {}@{}:{}", d.ae_title, d.host, d.port),
+                &back,
             )
-            .await;
-            Redirect::to(&back).into_response()
+            .await
         }
         Ok(false) => super::error_page(StatusCode::NOT_FOUND, "No such destination."),
         Err(e) => {
@@ -266,22 +258,16 @@ pub async fn update(
     }
 }
 
-/// The enable/disable form.
-#[derive(Deserialize)]
-pub struct EnabledForm {
-    enabled: String,
-}
-
 /// `POST /destinations/{id}/enabled`.
 pub async fn set_enabled(
     State(state): State<AppState>,
     Extension(user): Extension<CurrentUser>,
     ext: axum::http::Extensions,
     Path(id): Path<i64>,
-    Form(f): Form<EnabledForm>,
+    Form(f): Form<super::EnabledForm>,
 ) -> Response {
     let peer = auth::peer(&ext);
-    let enabled = f.enabled == "1";
+    let enabled = f.enabled();
     match state.store.set_destination_enabled(id, enabled).await {
         Ok(true) => {
             let action = if enabled {
@@ -289,16 +275,15 @@ pub async fn set_enabled(
             } else {
                 "destination.disable"
             };
-            auth::audit(
+            super::audited_redirect(
                 &state,
-                &user.user.username,
-                action,
-                Some(format!("destination {id}")),
+                &user,
                 &peer,
-                AuditOutcome::Success,
+                action,
+                format!("destination {id}"),
+                &format!("/destinations/{id}"),
             )
-            .await;
-            Redirect::to(&format!("/destinations/{id}")).into_response()
+            .await
         }
         Ok(false) => super::error_page(StatusCode::NOT_FOUND, "No such destination."),
         Err(e) => super::store_error(&e),

@@ -134,6 +134,41 @@ pub fn invalid(user: &CurrentUser, title: &str, reason: &str, back: &str) -> Res
         .into_response()
 }
 
+/// The enable/disable form of a listed item (DICOM peers, destinations): `enabled=1` enables.
+#[derive(serde::Deserialize)]
+pub struct EnabledForm {
+    enabled: String,
+}
+
+impl EnabledForm {
+    /// Whether the form asks to enable.
+    pub fn enabled(&self) -> bool {
+        self.enabled == "1"
+    }
+}
+
+/// After a console change succeeded: audits it (`action` on `target`, from the client at
+/// `client`) and redirects to `to`.
+pub async fn audited_redirect(
+    state: &super::AppState,
+    user: &CurrentUser,
+    client: &str,
+    action: &str,
+    target: String,
+    to: &str,
+) -> Response {
+    super::auth::audit(
+        state,
+        &user.user.username,
+        action,
+        Some(target),
+        client,
+        crate::store::AuditOutcome::Success,
+    )
+    .await;
+    axum::response::Redirect::to(to).into_response()
+}
+
 /// `YYYY-MM-DD HH:MM:SS` UTC of a time in ms since the Unix epoch.
 pub fn utc(ms: i64) -> String {
     let secs = ms.div_euclid(1000);

@@ -5,13 +5,13 @@
 
 use axum::extract::{Extension, Form, Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::{csrf_field, layout, utc};
 use crate::config::PeerConfig;
-use crate::store::{AuditOutcome, NewPeer, Role, StoredPeer};
+use crate::store::{NewPeer, Role, StoredPeer};
 use crate::web::AppState;
 use crate::web::auth::{self, CurrentUser};
 
@@ -166,16 +166,15 @@ pub async fn create(
     };
     match state.store.add_peer(&p, &user.user.username).await {
         Ok(id) => {
-            auth::audit(
+            super::audited_redirect(
                 &state,
-                &user.user.username,
-                "peer.create",
-                Some(target(id, &p)),
+                &user,
                 &client,
-                AuditOutcome::Success,
+                "peer.create",
+                target(id, &p),
+                &format!("/peers/{id}"),
             )
-            .await;
-            Redirect::to(&format!("/peers/{id}")).into_response()
+            .await
         }
         Err(e) => {
             tracing::warn!("peer create: {e}");
@@ -244,16 +243,8 @@ pub async fn update(
     };
     match state.store.update_peer(id, &p, &user.user.username).await {
         Ok(true) => {
-            auth::audit(
-                &state,
-                &user.user.username,
-                "peer.update",
-                Some(target(id, &p)),
-                &client,
-                AuditOutcome::Success,
-            )
-            .await;
-            Redirect::to(&back).into_response()
+            super::audited_redirect(&state, &user, &client, "peer.update", target(id, &p), &back)
+                .await
         }
         Ok(false) => super::error_page(StatusCode::NOT_FOUND, "No such peer."),
         Err(e) => {
@@ -268,42 +259,35 @@ pub async fn update(
     }
 }
 
-/// The enable/disable form.
-#[derive(Deserialize)]
-pub struct EnabledForm {
-    enabled: String,
-}
-
 /// `POST /peers/{id}/enabled`.
 pub async fn set_enabled(
     State(state): State<AppState>,
     Extension(user): Extension<CurrentUser>,
     ext: axum::http::Extensions,
     Path(id): Path<i64>,
-    Form(f): Form<EnabledForm>,
+    Form(f): Form<super::EnabledForm>,
 ) -> Response {
     let client = auth::peer(&ext);
-    let enabled = f.enabled == "1";
+    let enabled = f.enabled();
     match state
         .store
         .set_peer_enabled(id, enabled, &user.user.username)
         .await
     {
         Ok(true) => {
-            auth::audit(
+            super::audited_redirect(
                 &state,
-                &user.user.username,
+                &user,
+                &client,
                 if enabled {
                     "peer.enable"
                 } else {
                     "peer.disable"
                 },
-                Some(format!("peer {id}")),
-                &client,
-                AuditOutcome::Success,
+                format!("peer {id}"),
+                &format!("/peers/{id}"),
             )
-            .await;
-            Redirect::to(&format!("/peers/{id}")).into_response()
+            .await
         }
         Ok(false) => super::error_page(StatusCode::NOT_FOUND, "No such peer."),
         Err(e) => super::store_error(&e),
