@@ -7,9 +7,10 @@ use vertebra_core::anatomy::{GenantGrade, LesionClass, Vertebra};
 use vertebra_core::phantom::{
     FractureShape, LesionKind, LesionPlan, LesionRequest, PhantomSpec, domain, generate_clean,
 };
+use vertebra_core::postprocess::instances::DEFAULT_MIN_INSTANCE_MM3;
 use vertebra_core::postprocess::{
-    DenseOutputs, IdSource, InstanceConfig, LesionMaps, MeasureConfig, PostprocessConfig,
-    extract_instances, measure_vertebrae, postprocess,
+    CaseFindings, DenseOutputs, IdSource, InstanceConfig, LesionMaps, MeasureConfig,
+    PostprocessConfig, extract_instances, measure_vertebrae, postprocess,
 };
 use vertebra_core::{Geometry, Volume};
 
@@ -31,6 +32,15 @@ fn paint(prob: &mut Volume<f32>, lab: &mut Volume<u8>, lo: [usize; 3], hi: [usiz
                 lab.data_mut()[i] = label;
             }
         }
+    }
+}
+
+/// The boxes of these tests are 1.3–1.4 cm³: instances down to 1000 mm³ (the default is
+/// 2500 mm³, see the module docs of `instances`).
+fn small_boxes() -> InstanceConfig {
+    InstanceConfig {
+        min_instance_mm3: 1000.0,
+        ..InstanceConfig::default()
     }
 }
 
@@ -59,7 +69,7 @@ fn touching_vertebrae_are_split_by_label_and_fragments_dropped() {
     paint(&mut p, &mut l, [4, 4, 10], [16, 16, 11], 0);
     // A separate 3³ = 27 mm³ fragment: below the 1000 mm³ threshold, dropped.
     paint(&mut p, &mut l, [0, 0, 0], [3, 3, 3], Vertebra::T1.label());
-    let inst = extract_instances(&p, &l, &InstanceConfig::default()).unwrap();
+    let inst = extract_instances(&p, &l, &small_boxes()).unwrap();
     assert_eq!(inst.instances.len(), 2, "{:?}", inst.instances);
     let (a, b) = (&inst.instances[0], &inst.instances[1]);
     // Cranio-caudal: L1 (z 20..30) first.
@@ -102,7 +112,7 @@ fn a_seedless_piece_becomes_one_instance_and_bad_inputs_fail() {
     let (mut p, mut l) = grid([12, 12, 12], 1.0);
     // Foreground whose argmax is background everywhere (11³ = 1331 mm³ ≥ 1000).
     paint(&mut p, &mut l, [0, 0, 0], [11, 11, 11], 0);
-    let inst = extract_instances(&p, &l, &InstanceConfig::default()).unwrap();
+    let inst = extract_instances(&p, &l, &small_boxes()).unwrap();
     assert_eq!(inst.instances.len(), 1);
     assert_eq!(inst.instances[0].majority_label, 0);
     let v = inst.instances[0].vote_probabilities();
@@ -291,13 +301,13 @@ fn phantom_column_with_a_wrong_vote_is_decoded_and_a_lesion_assigned() {
     maps.heatmap_logits[LesionClass::LyticMetastasis.index() * cells + at] = 3.0;
     let f = postprocess(&dense, Some(&maps), None, &PostprocessConfig::default()).unwrap();
     let names: Vec<&str> = f.vertebrae.iter().map(|v| v.vertebra.name()).collect();
-    // Truth: every vertebra with at least 1000 mm³ in the field of view (a sliver of the one
+    // Truth: every vertebra with at least the instance minimum in the field of view (a sliver of the one
     // above is a fragment).
     let voxel_mm3 = ph.labels.geometry().voxel_volume_mm3();
     let truth: Vec<&str> = ph
         .centroids
         .iter()
-        .filter(|c| c.voxels as f64 * voxel_mm3 >= 1000.0)
+        .filter(|c| c.voxels as f64 * voxel_mm3 >= DEFAULT_MIN_INSTANCE_MM3)
         .map(|c| c.vertebra.name())
         .collect();
     assert!(truth.len() >= 6, "{truth:?}");
@@ -317,10 +327,12 @@ fn phantom_column_with_a_wrong_vote_is_decoded_and_a_lesion_assigned() {
             *wrong.entry((p, t)).or_insert(0usize) += 1;
         }
     }
-    // A stray voxel of one label touching its neighbour joins the neighbour by growth.
+    // A stray voxel of one label touching its neighbour joins the neighbour by growth, and
+    // the sliver of T10 that the field of view keeps — the tip of its spinous process, at
+    // T11's level — joins T11 (same-level merge; measured 552 voxels, 0.22 %).
     let labelled = ph.labels.data().iter().filter(|&&t| t > 0).count();
     assert!(
-        wrong.values().sum::<usize>() * 1000 <= labelled,
+        wrong.values().sum::<usize>() * 1000 <= 3 * labelled,
         "(predicted, truth): voxels {wrong:?} of {labelled}"
     );
     assert_eq!(f.lesions.len(), 1);
@@ -362,7 +374,7 @@ fn two_touching_vertebrae_with_one_label_are_split_at_the_disc() {
     let truth: Vec<&str> = ph
         .centroids
         .iter()
-        .filter(|c| c.voxels as f64 * voxel_mm3 >= 1000.0)
+        .filter(|c| c.voxels as f64 * voxel_mm3 >= DEFAULT_MIN_INSTANCE_MM3)
         .map(|c| c.vertebra.name())
         .collect();
     let names: Vec<&str> = f.vertebrae.iter().map(|v| v.vertebra.name()).collect();
@@ -382,6 +394,95 @@ fn two_touching_vertebrae_with_one_label_are_split_at_the_disc() {
             wrong * 100 <= 6 * n,
             "{}: {wrong} of {n} voxels mislabelled",
             v.name()
+        );
+    }
+}
+
+/// A column imaged at the model's 2 mm grid, every vertebra given one label.
+fn column_with_one_label(
+    seed: u64,
+    from: Vertebra,
+    to: Vertebra,
+) -> (Vec<Vertebra>, CaseFindings, Volume<u8>) {
+    let mut d = domain::preset("ct-standard").unwrap();
+    d.pixel_spacing_mm = 2.0;
+    d.slice_spacing_mm = 2.0;
+    d.slice_thickness_mm = 2.0;
+    let mut s = PhantomSpec::new(seed, from, to, d);
+    s.in_plane = 96;
+    s.lesions = LesionPlan::Explicit { lesions: vec![] };
+    let ph = generate_clean(&s).unwrap();
+    let dense = DenseOutputs {
+        foreground_prob: ph.labels.map(|&l| f32::from(u8::from(l > 0))),
+        label_argmax: ph
+            .labels
+            .map(|&l| if l > 0 { Vertebra::T6.label() } else { 0 }),
+    };
+    let f = postprocess(&dense, None, None, &PostprocessConfig::default()).unwrap();
+    let voxel_mm3 = ph.labels.geometry().voxel_volume_mm3();
+    let truth = ph
+        .centroids
+        .iter()
+        .filter(|c| c.voxels as f64 * voxel_mm3 >= DEFAULT_MIN_INSTANCE_MM3)
+        .map(|c| c.vertebra)
+        .collect();
+    (truth, f, ph.labels)
+}
+
+#[test]
+fn a_column_labelled_as_one_vertebra_is_split_at_its_discs() {
+    // What a weakly trained network does: one label over many vertebrae, so the label argmax
+    // seeds one instance per column. Before the disc-valley split, the post-processing
+    // returned 1–3 instances for such columns and the decoding could not name them.
+    // Measured on these seeds (2 mm grid): C3–T4 10 instances for 11 truth vertebrae (C2 and
+    // a cut T5 included; 7 kept whole in an instance of their own), T5–T12 9 for 10 (9),
+    // T11–L5 8 for 8 (8). Small cervical vertebrae are the hard part.
+    for (seed, from, to) in [
+        (3, Vertebra::C3, Vertebra::T4),
+        (4, Vertebra::T5, Vertebra::T12),
+        (5, Vertebra::T11, Vertebra::L5),
+    ] {
+        let (truth, f, labels) = column_with_one_label(seed, from, to);
+        let span = format!("{}–{}", from.name(), to.name());
+        let ratio = f.vertebrae.len() as f64 / truth.len() as f64;
+        eprintln!(
+            "{span}: {} truth vertebrae, {} instances",
+            truth.len(),
+            f.vertebrae.len()
+        );
+        assert!(
+            (0.8..=1.2).contains(&ratio),
+            "{span}: {ratio:.2} instances per vertebra"
+        );
+        // Most truth vertebrae lie mostly (≥ 80 %) in an instance of their own.
+        let mut alone = 0;
+        let mut owners = Vec::new();
+        for v in &truth {
+            let mut per = vec![0usize; f.vertebrae.len() + 1];
+            let mut n = 0usize;
+            for (&t, &id) in labels.data().iter().zip(f.instances.ids.data()) {
+                if t == v.label() {
+                    n += 1;
+                    per[id as usize] += 1;
+                }
+            }
+            let (id, best) = per.iter().enumerate().skip(1).max_by_key(|p| *p.1).unwrap();
+            if best * 100 >= 80 * n {
+                alone += 1;
+                owners.push(id);
+            }
+        }
+        owners.sort_unstable();
+        owners.dedup();
+        eprintln!(
+            "{span}: {alone} of {} vertebrae ≥ 80 % in one instance, {} distinct instances",
+            truth.len(),
+            owners.len()
+        );
+        assert!(
+            owners.len() * 10 >= 6 * truth.len(),
+            "{span}: only {} vertebrae have an instance of their own",
+            owners.len()
         );
     }
 }
