@@ -12,6 +12,9 @@
 //!   anatomical-order decoding;
 //! - `verse_id_rate`: VerSe identification rate from the instances' centroids (decoded
 //!   labels) against the truth's label centroids (20 mm);
+//! - `instances_per_vertebra`: predicted vertebra instances / ground-truth vertebrae (1 when
+//!   the instance separation is right; above 1 = vertebrae split into pieces, below 1 =
+//!   neighbours merged) — the diagnostic behind a low ID accuracy with a good binary Dice;
 //! - per region (cervical, thoracic, lumbar; L6 counts as lumbar): mean Dice over the truth's
 //!   vertebrae of the region, and decoded ID accuracy over them;
 //! - lesions: the case's predictions ([`vertebra_core::postprocess::LesionPeak::to_prediction`])
@@ -196,8 +199,14 @@ pub fn metrics_from_parts(
         .into_iter()
         .map(|(label, (_, position_mm))| LabeledCentroid { label, position_mm })
         .collect();
-    let verse = verse_identification(&pred_centroids, &label_centroids(truth)?)?;
+    let truth_centroids = label_centroids(truth)?;
+    let verse = verse_identification(&pred_centroids, &truth_centroids)?;
     let mut values = BTreeMap::new();
+    values.insert(
+        "instances_per_vertebra".to_owned(),
+        (!truth_centroids.is_empty())
+            .then(|| pred.centroids.len() as f64 / truth_centroids.len() as f64),
+    );
     values.insert("dice_binary".to_owned(), Some(dice.foreground));
     values.insert("dice_mean".to_owned(), dice.mean);
     values.insert("id_accuracy_raw".to_owned(), id_raw);

@@ -416,20 +416,14 @@ pub fn evaluate_run(
         if k == 0 {
             qualitative_figure(&prepared, &inference, &dir.join("qualitative.png"))?;
         }
+        let value = |k: &str| m.values.get(k).copied().flatten().unwrap_or(f64::NAN);
         options.say(&format!(
-            "  {}/{n} {}: Dice {:.3}, ID {:.3} ({:.0} s)",
+            "  {}/{n} {}: Dice {:.3}, ID {:.3}, instances per vertebra {:.2} ({:.0} s)",
             k + 1,
             case.id,
-            m.values
-                .get("dice_mean")
-                .copied()
-                .flatten()
-                .unwrap_or(f64::NAN),
-            m.values
-                .get("id_accuracy")
-                .copied()
-                .flatten()
-                .unwrap_or(f64::NAN),
+            value("dice_mean"),
+            value("id_accuracy"),
+            value("instances_per_vertebra"),
             t0.elapsed().as_secs_f64()
         ));
         cases.push(m);

@@ -98,6 +98,7 @@ fn perfect_prediction_scores_one_everywhere() {
             "id_accuracy",
             "id_accuracy_raw",
             "verse_id_rate",
+            "instances_per_vertebra",
         ] {
             assert_eq!(m.values[k], Some(1.0), "{k}");
         }
