@@ -3,13 +3,15 @@
 //!
 //! ```text
 //! cargo run -p vertebrad --example bench_window -- --bundle DIR --trusted-keys keys \
-//!     --input WINDOW.f32 [--threads 2] [--warmup 1] [--runs 5] [--id-runs 3] \
-//!     [--matmul GEMM.onnx --matmul-n 2048]
+//!     --input WINDOW.f32 [--threads 2 (0: all cores)] [--warmup 1] [--runs 5] [--id-runs 3] \
+//!     [--matmul GEMM.onnx --matmul-n 2048] [--provider cpu|cuda|tensorrt] \
+//!     [--batches 1,2,4] [--compare-cpu] [--tensorrt-cache DIR]
 //! ```
 //!
-//! The bundle is loaded by `Engine::load` (signature, hashes and contract verified; CPU
-//! execution provider; `intra_threads` as given) and run through `OrtNetwork` exactly as
-//! `vertebrad analyze` runs it:
+//! The bundle is loaded by `Engine::load` (signature, hashes and contract verified; the one
+//! execution provider `--provider`, default CPU, with no fallback: a GPU provider that cannot
+//! start is an error, never a silent CPU run; `intra_threads` as given) and run through
+//! `OrtNetwork` exactly as `vertebrad analyze` runs it:
 //! - `forward`: one batch-1 window through `model.onnx`, all dense and lesion outputs copied
 //!   out (what every sliding window costs);
 //! - `identify`: one instance through the identification path (`model.onnx` for its RoI
@@ -20,6 +22,12 @@
 //! session built like the bundle's (same library, environment and thread count), which gives
 //! the machine's GEMM FLOP/s through the runtime the product uses.
 //!
+//! `--batches` times `forward` at each batch size (the window repeated; per-window time and
+//! windows/s — a window of the `paper` bundle is the paper's 128³ volume). `--compare-cpu`
+//! runs the batch-1 forward once more in a second engine on the CPU provider and reports the
+//! largest absolute difference of every output and of the foreground probability (the GPU
+//! tolerance check; CPU against CPU gives 0).
+//!
 //! `--input` is a raw little-endian float32 file of exactly one window (`1 x 1 x wz x wy x wx`).
 //! Warm-up runs are excluded. Prints one JSON object: every timed run in seconds, and medians.
 
@@ -28,7 +36,7 @@ use std::time::Instant;
 
 use ort::session::Session;
 use ort::value::Tensor;
-use vertebra_core::inference::{IdWindow, Network};
+use vertebra_core::inference::{IdWindow, Network, WindowOutputs};
 use vertebra_export::roi::{BOX_GEOMETRY, ROI_POOLED, RoiBox, box_geometry, roi_align};
 use vertebra_export::runtime::{IMAGE, OrtNetwork};
 use vertebrad::engine::{Engine, EngineConfig, Provider, runtime};
@@ -47,6 +55,10 @@ struct Options {
     id_runs: usize,
     matmul: Option<PathBuf>,
     matmul_n: usize,
+    provider: Provider,
+    batches: Vec<usize>,
+    compare_cpu: bool,
+    tensorrt_cache: Option<PathBuf>,
 }
 
 fn parse() -> Result<Options, BoxError> {
@@ -76,6 +88,17 @@ fn parse() -> Result<Options, BoxError> {
         id_runs: num("--id-runs", 3)?,
         matmul: opt("--matmul").map(PathBuf::from),
         matmul_n: num("--matmul-n", 2048)?,
+        provider: Provider::parse(&opt("--provider").unwrap_or_else(|| "cpu".into()))?,
+        batches: opt("--batches")
+            .unwrap_or_else(|| "1".into())
+            .split(',')
+            .map(|b| match b.trim().parse::<usize>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(format!("--batches {b:?}: batch sizes are integers >= 1").into()),
+            })
+            .collect::<Result<_, BoxError>>()?,
+        compare_cpu: args.iter().any(|a| a == "--compare-cpu"),
+        tensorrt_cache: opt("--tensorrt-cache").map(PathBuf::from),
     })
 }
 
@@ -118,16 +141,17 @@ fn stats(times: &[f64]) -> serde_json::Value {
 
 fn main() -> Result<(), BoxError> {
     let o = parse()?;
-    if o.runs == 0 || o.threads == 0 {
-        return Err("--runs and --threads must be at least 1".into());
+    if o.runs == 0 {
+        return Err("--runs must be at least 1".into());
     }
     let config = EngineConfig {
         bundle: o.bundle.clone(),
         trusted_keys: o.trusted_keys.clone(),
-        providers: vec![Provider::Cpu],
+        providers: vec![o.provider],
         intra_threads: o.threads,
         max_concurrent: 1,
         batch: 1,
+        tensorrt_cache: o.tensorrt_cache.clone(),
         ..EngineConfig::default()
     };
     let t = Instant::now();
@@ -156,64 +180,90 @@ fn main() -> Result<(), BoxError> {
         max: [wz, wy, wx].map(|n| (3 * n / 4) as f32),
     };
 
-    let mut report = engine.checkout(|sessions| -> Result<serde_json::Value, BoxError> {
-        // The product's runner; it borrows the sessions until the head is timed alone below.
-        let (forward, identify) = {
-            let mut on_windows = |_: usize| {};
-            let mut net = OrtNetwork::new(sessions, manifest, &mut on_windows);
-            let forward = time_runs(o.warmup, o.runs, || {
-                net.forward(&window, 1)?;
-                Ok(())
-            })?;
-            let identify = if net.has_id_head() && o.id_runs > 0 {
-                Some(time_runs(o.warmup, o.id_runs, || {
-                    net.identify(&window, &id_window)?;
+    let (mut report, reference) = engine.checkout(
+        |sessions| -> Result<(serde_json::Value, Option<WindowOutputs>), BoxError> {
+            // The product's runner; it borrows the sessions until the head is timed alone below.
+            let (forward, identify, batches, reference) = {
+                let mut on_windows = |_: usize| {};
+                let mut net = OrtNetwork::new(sessions, manifest, &mut on_windows);
+                let forward = time_runs(o.warmup, o.runs, || {
+                    net.forward(&window, 1)?;
                     Ok(())
-                })?)
-            } else {
-                None
+                })?;
+                let mut batches = Vec::new();
+                for &b in &o.batches {
+                    let input: Vec<f32> = window.repeat(b);
+                    let times = time_runs(o.warmup, o.runs, || {
+                        net.forward(&input, b)?;
+                        Ok(())
+                    })?;
+                    let m = median(&times);
+                    let mut s = stats(&times);
+                    s["batch"] = b.into();
+                    s["per_window_s"] = (m / b as f64).into();
+                    s["windows_per_s"] = (b as f64 / m).into();
+                    batches.push(s);
+                }
+                let reference = if o.compare_cpu {
+                    Some(net.forward(&window, 1)?)
+                } else {
+                    None
+                };
+                let identify = if net.has_id_head() && o.id_runs > 0 {
+                    Some(time_runs(o.warmup, o.id_runs, || {
+                        net.identify(&window, &id_window)?;
+                        Ok(())
+                    })?)
+                } else {
+                    None
+                };
+                (forward, identify, batches, reference)
             };
-            (forward, identify)
-        };
-        let head_only = match (&manifest.identification, sessions.id_head.as_mut()) {
-            (Some(section), Some(head)) if o.id_runs > 0 => {
-                let input = Tensor::from_array((vec![1usize, 1, wz, wy, wx], window.clone()))?;
-                let out = sessions.main.run(ort::inputs![IMAGE => input])?;
-                let (shape, features) =
-                    out[section.features_output.as_str()].try_extract_tensor::<f32>()?;
-                let dims: [usize; 5] = shape
-                    .iter()
-                    .map(|&d| d as usize)
-                    .collect::<Vec<_>>()
-                    .try_into()
-                    .map_err(|s| format!("RoI features of shape {s:?}, expected 5-D"))?;
-                let features = features.to_vec();
-                drop(out);
-                let boxes = [RoiBox {
-                    batch: 0,
-                    min: id_window.min,
-                    max: id_window.max,
-                }];
-                let r = section.roi_align.output;
-                Some(time_runs(o.warmup, o.id_runs, || {
-                    let pooled = roi_align(&features, dims, &boxes, section.roi_align)?;
-                    let geometry = box_geometry(&boxes, section.spacing_mm);
-                    let g = geometry.len();
-                    head.run(ort::inputs![
+            let head_only = match (&manifest.identification, sessions.id_head.as_mut()) {
+                (Some(section), Some(head)) if o.id_runs > 0 => {
+                    let input = Tensor::from_array((vec![1usize, 1, wz, wy, wx], window.clone()))?;
+                    let out = sessions.main.run(ort::inputs![IMAGE => input])?;
+                    let (shape, features) =
+                        out[section.features_output.as_str()].try_extract_tensor::<f32>()?;
+                    let dims: [usize; 5] = shape
+                        .iter()
+                        .map(|&d| d as usize)
+                        .collect::<Vec<_>>()
+                        .try_into()
+                        .map_err(|s| format!("RoI features of shape {s:?}, expected 5-D"))?;
+                    let features = features.to_vec();
+                    drop(out);
+                    let boxes = [RoiBox {
+                        batch: 0,
+                        min: id_window.min,
+                        max: id_window.max,
+                    }];
+                    let r = section.roi_align.output;
+                    Some(time_runs(o.warmup, o.id_runs, || {
+                        let pooled = roi_align(&features, dims, &boxes, section.roi_align)?;
+                        let geometry = box_geometry(&boxes, section.spacing_mm);
+                        let g = geometry.len();
+                        head.run(ort::inputs![
                         ROI_POOLED => Tensor::from_array((vec![1usize, dims[1], r, r, r], pooled))?,
                         BOX_GEOMETRY => Tensor::from_array((vec![1usize, g], geometry))?,
                     ])?;
-                    Ok(())
-                })?)
-            }
-            _ => None,
-        };
-        Ok(serde_json::json!({
-            "forward": stats(&forward),
-            "identify": identify.as_deref().map(stats),
-            "id_head_only": head_only.as_deref().map(stats),
-        }))
-    })?;
+                        Ok(())
+                    })?)
+                }
+                _ => None,
+            };
+            let report = serde_json::json!({
+                "forward": stats(&forward),
+                "batches": batches,
+                "identify": identify.as_deref().map(stats),
+                "id_head_only": head_only.as_deref().map(stats),
+            });
+            Ok((report, reference))
+        },
+    )?;
+    if let Some(r) = &reference {
+        report["compare_cpu"] = compare_with_cpu(&config, &window, r)?;
+    }
 
     if let Some(path) = &o.matmul {
         let env = runtime::environment(&engine.library)?;
@@ -240,9 +290,66 @@ fn main() -> Result<(), BoxError> {
     report["spacing_mm"] = manifest.contract.spacing_mm.into();
     report["precision"] = manifest.model.precision.clone().into();
     report["provider"] = engine.provider.name().into();
+    report["provider_log"] = engine.provider_log.clone().into();
     report["intra_threads"] = o.threads.into();
     report["library"] = engine.library.display().to_string().into();
     report["load_s"] = load_s.into();
     println!("{report}");
     Ok(())
+}
+
+/// The outputs of one window by name.
+fn named(o: &WindowOutputs) -> Vec<(&'static str, &[f32])> {
+    let mut v = vec![
+        ("vertebra_logit", o.vertebra_logit.as_slice()),
+        ("label_logits", o.label_logits.as_slice()),
+    ];
+    if let Some((heat, offset, size)) = &o.lesion {
+        v.push(("lesion_heatmap_logits", heat.as_slice()));
+        v.push(("lesion_offset", offset.as_slice()));
+        v.push(("lesion_log_size", size.as_slice()));
+    }
+    v
+}
+
+/// Largest absolute difference between two outputs of one name.
+fn max_abs_diff(name: &str, a: &[f32], b: &[f32]) -> Result<f64, BoxError> {
+    if a.len() != b.len() {
+        return Err(format!("{name}: {} values against {} on the CPU", a.len(), b.len()).into());
+    }
+    Ok(a.iter()
+        .zip(b)
+        .map(|(x, y)| f64::from((x - y).abs()))
+        .fold(0.0, f64::max))
+}
+
+/// Largest absolute difference of each output of `window` between `tested` (the provider
+/// under test) and a fresh engine on the CPU provider, plus the foreground probability.
+fn compare_with_cpu(
+    config: &EngineConfig,
+    window: &[f32],
+    tested: &WindowOutputs,
+) -> Result<serde_json::Value, BoxError> {
+    let cpu = Engine::load(&EngineConfig {
+        providers: vec![Provider::Cpu],
+        ..config.clone()
+    })?;
+    let manifest = &cpu.bundle.manifest;
+    let on_cpu = cpu.checkout(|sessions| -> Result<WindowOutputs, BoxError> {
+        let mut on_windows = |_: usize| {};
+        let mut net = OrtNetwork::new(sessions, manifest, &mut on_windows);
+        Ok(net.forward(window, 1)?)
+    })?;
+    let mut out = serde_json::Map::new();
+    for ((name, a), (_, b)) in named(tested).into_iter().zip(named(&on_cpu)) {
+        out.insert(name.into(), max_abs_diff(name, a, b)?.into());
+    }
+    let sigmoid = |v: &[f32]| -> Vec<f32> { v.iter().map(|x| 1.0 / (1.0 + (-x).exp())).collect() };
+    let p = max_abs_diff(
+        "foreground_probability",
+        &sigmoid(&tested.vertebra_logit),
+        &sigmoid(&on_cpu.vertebra_logit),
+    )?;
+    out.insert("foreground_probability".into(), p.into());
+    Ok(serde_json::json!({ "max_abs_diff": out }))
 }
