@@ -7,6 +7,10 @@
 #   bash scripts/gpu/prepare.sh park       # move models/ out of the tree that device calls copy
 #   bash scripts/gpu/prepare.sh unpark     # and back
 #
+# PROFILE (default bench-fast) picks the cargo profile; XZ_LEVEL (default 6) the compression;
+# SKIP_BUILD=1 takes the binaries already
+# built in that profile's folder (e.g. by the test suite, for a dry run) without building.
+#
 # The kit: release-like binaries (profile bench-fast: vertebrad, bench_window, vertebra-phantom,
 # vertebra-export, init_weights; with WITH_TRAIN=1 also vertebra-train built with the wgpu
 # backend), the committed demo bundle (`cpu` preset, FP32) and its FP16 export, the seeded
@@ -21,7 +25,6 @@
 # machine. The tracked models (~80 MB) must not travel: `park` moves them aside first.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=$PWD
 kit_root=.gpu
 parked=$kit_root/parked
 
@@ -51,16 +54,19 @@ ort_sha256=05d548956197b9d01f59b625de740e0d6be3593f874e241a12dc0362650ecdf7
 monai_wheel=monai-1.6.1-py3-none-any.whl
 bin_dir=${CARGO_TARGET_DIR:-target}/$([ "$profile" = dev ] && echo debug || echo "$profile")
 
-echo "prepare: building (profile $profile)" >&2
-cargo build --quiet --locked --profile "$profile" -p vertebrad --bin vertebrad --example bench_window
-cargo build --quiet --locked --profile "$profile" -p vertebra-core --bin vertebra-phantom
-cargo build --quiet --locked --profile "$profile" -p vertebra-export --bin vertebra-export --example init_weights
-if [ "${WITH_TRAIN:-0}" = 1 ]; then
-  # TRAIN_FEATURES= (empty) builds the CPU-only trainer, for a dry run of the train step.
-  cargo build --quiet --locked --profile "$profile" -p vertebra-trainer \
-    --features "${TRAIN_FEATURES-wgpu}" --bin vertebra-train
+if [ "${SKIP_BUILD:-0}" = 1 ]; then
+  echo "prepare: SKIP_BUILD=1: using the binaries already in $bin_dir" >&2
+else
+  echo "prepare: building (profile $profile)" >&2
+  cargo build --quiet --locked --profile "$profile" -p vertebrad --bin vertebrad --example bench_window
+  cargo build --quiet --locked --profile "$profile" -p vertebra-core --bin vertebra-phantom
+  cargo build --quiet --locked --profile "$profile" -p vertebra-export --bin vertebra-export --example init_weights
+  if [ "${WITH_TRAIN:-0}" = 1 ]; then
+    # TRAIN_FEATURES= (empty) builds the CPU-only trainer, for a dry run of the train step.
+    cargo build --quiet --locked --profile "$profile" -p vertebra-trainer \
+      --features "${TRAIN_FEATURES-wgpu}" --bin vertebra-train
+  fi
 fi
-
 mkdir -p "$wheel_dir"
 if ! echo "$ort_sha256  $wheel_dir/$ort_wheel" | sha256sum -c --status 2>/dev/null; then
   echo "prepare: downloading onnxruntime-gpu 1.31.1 (256 MB)" >&2
@@ -93,7 +99,7 @@ cp scripts/gpu/gpu_bench.py "$kit/"
 git rev-parse HEAD > "$kit/COMMIT" 2>/dev/null || true
 
 echo "prepare: compressing the kit (xz; a few minutes)" >&2
-tar -C "$kit_root" -cf - kit | xz -T0 -6 > "$kit_root/kit.tar.xz"
+tar -C "$kit_root" -cf - kit | xz -T0 "-${XZ_LEVEL:-6}" > "$kit_root/kit.tar.xz"
 (cd "$kit_root" && sha256sum kit.tar.xz > kit.tar.xz.sha256)
 split -b "${part_mib}M" -d -a 2 "$kit_root/kit.tar.xz" "$kit_root/part-"
 n=0

@@ -45,7 +45,11 @@ fn perfect_findings(labels: &Volume<u8>) -> vertebra_core::postprocess::CaseFind
         foreground_prob: labels.map(|&l| f32::from(u8::from(l > 0))),
         label_argmax: labels.clone(),
     };
-    postprocess(&dense, None, None, &PostprocessConfig::default()).unwrap()
+    // The test vertebrae are 12 × 12 × 10 mm boxes (1.44 cm³): below the default instance
+    // minimum of 2.5 cm³, so the minimum is lowered for them.
+    let mut config = PostprocessConfig::default();
+    config.instances.min_instance_mm3 = 1000.0;
+    postprocess(&dense, None, None, &config).unwrap()
 }
 
 fn truth_lesion() -> TruthLesion {
