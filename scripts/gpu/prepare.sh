@@ -90,7 +90,9 @@ cp -r models/demo-bundle "$kit/bundles/cpu-fp32"
 "$kit/bin/vertebra-export" export --weights models/cpu-demo/checkpoints/best/model.safetensors \
   --out "$kit/bundles/cpu-fp16" --name vertebraformer-cpu-demo-fp16 --precision fp16 \
   --seed 2026 --key keys/demo.key > /dev/null
-python3 scripts/bench_window.py inputs "$kit/inputs" > "$kit/inputs/inputs.json"
+bash scripts/provision-python.sh >&2   # numpy for the seeded inputs
+"${VERTEBRA_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/vertebra/venv}/bin/python" \
+  scripts/bench_window.py inputs "$kit/inputs" > "$kit/inputs/inputs.json"
 unzip -q -j -o "$wheel_dir/$ort_wheel" -d "$kit/ort" \
   'onnxruntime/capi/libonnxruntime.so.1.31.1' 'onnxruntime/capi/libonnxruntime_providers_shared.so' \
   'onnxruntime/capi/libonnxruntime_providers_cuda.so' 'onnxruntime/capi/libonnxruntime_providers_tensorrt.so'
