@@ -179,7 +179,7 @@ def cmd_report(d):
                 f"{unetr.get('device')} | {b1['median_s'] * 1000:.1f} ms | {best['batch']} | "
                 f"{best['volumes_per_s']:.2f} | {_gib(best.get('peak_memory_bytes'))} | — |")
             for tag, ours in best_ours.items():
-                if tag.startswith("paper") and ours:
+                if tag.startswith("paper") and ours and unetr.get("side") == 128:
                     lines.append(f"\n{tag}: {ours['windows_per_s'] / best['volumes_per_s']:.2f}× "
                                  f"UNETR's volumes/s at {unetr['side']}³ (best batch each)")
     lines.append("")

@@ -81,7 +81,8 @@ if [ "$dry" = 0 ]; then
   export PYTHONPATH=$stage/site${PYTHONPATH:+:$PYTHONPATH}
   py=python3
   batches_cpu=1,2,4,8,16; batches_paper=1,2,4,8; runs=20; paper_runs=10
-  slices=300; in_plane=512; unetr_args=(cuda 128 1,2,4,8 20 2 10); train_minutes=4; warmup=2
+  slices=(--slices 300); range=(--from T6 --to L5); in_plane=512
+  unetr_args=(cuda 128 1,2,4,8 20 2 10); train_minutes=4; warmup=2
 else
   provider=cpu
   export LD_LIBRARY_PATH=$kit/ort${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -89,9 +90,10 @@ else
   py=${VERTEBRA_BENCH_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/vertebra/bench-venv}/bin/python
   [ -x "$py" ] || py=python3
   batches_cpu=1,2; batches_paper=1; runs=2; paper_runs=1
-  slices=120; in_plane=256; unetr_args=(cpu 64 1 1 1 2); train_minutes=0; warmup=1
+  slices=(); range=(--from T12 --to L2); in_plane=256
+  unetr_args=(cpu 64 1 1 1 2); train_minutes=0; warmup=1
 fi
-ort_v=$(strings "$ORT_DYLIB_PATH" 2>/dev/null | grep -m1 -o '^1\.31\.[0-9]*$' || echo 1.31.1)
+ort_v=$(basename "$(readlink -f "$ORT_DYLIB_PATH")" | sed 's/^libonnxruntime\.so\.//')
 torch_v=$("$py" -c 'import torch; print(torch.__version__)' 2>/dev/null || echo "not installed")
 cat > "$out/env.json" <<EOF
 {"mode": "$([ "$dry" = 1 ] && echo dry-run || echo measure)", "gpu": "$gpu", "driver": "$driver",
@@ -163,10 +165,10 @@ for step in $steps; do
         fi
       done ;;
     turnaround)
-      log "phantom ${in_plane}x${in_plane}x$slices (T6-L5, 2 lesions) and vertebrad analyze"
+      log "phantom ${in_plane}² ${range[*]} ${slices[*]} (2 lesions) and vertebrad analyze"
       if [ ! -d "$stage/study/dicom" ]; then
-        "$kit/bin/vertebra-phantom" study --seed 42 --from T6 --to L5 --in-plane "$in_plane" \
-          --slices "$slices" --lesions 2 --format dicom --out "$stage/study" > /dev/null ||
+        "$kit/bin/vertebra-phantom" study --seed 42 "${range[@]}" --in-plane "$in_plane" \
+          "${slices[@]}" --lesions 2 --format dicom --out "$stage/study" > /dev/null ||
           { step_failed turnaround "phantom"; continue; }
       fi
       for p in $provider cpu; do
